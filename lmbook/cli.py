@@ -1,0 +1,116 @@
+"""The `lmbook` command: list, run, claims, build. Exit 0 all passed, 1 a claim or cell failed,
+2 bad arguments (with the valid choices named)."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .errors import UsageError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # argparse exits 2 already; keep its message, name the help
+        self.print_usage(sys.stderr)
+        self.exit(2, f"{self.prog}: error: {message}\n(see `{self.prog} --help`)\n")
+
+
+def _root(args) -> Path:
+    from .chapters import repo_root
+
+    return Path(args.root).resolve() if args.root else repo_root()
+
+
+def cmd_list(args) -> int:
+    from .chapters import PARTS, discover
+
+    root = _root(args)
+    rows = [c.as_dict(root) for c in discover(root)]
+    if args.format == "json":
+        print(json.dumps(rows, indent=2))
+    else:
+        for r in rows:
+            print(f"{r['id']:<24} part {r['part']} ({PARTS[r['part']]})  {r['title']}  [{r['path']}]")
+    return 0
+
+
+def cmd_run(args) -> int:
+    from .chapters import discover, select
+    from .profiles import check_profile, default_profile, resolve_device
+    from .runner import default_out, run_chapters, summary
+
+    root = _root(args)
+    profile = check_profile(args.profile or default_profile())
+    resolve_device(args.device)
+    chapters = select(discover(root), args.chapters)
+    out = Path(args.out) if args.out else default_out(root, profile)
+    results = run_chapters(chapters, profile, args.device, args.seed, out, jobs=args.jobs, force=args.force)
+    print(summary(results))
+    print(f"records: {out}")
+    return 0 if all(r.ok for r in results) else 1
+
+
+def cmd_claims(args) -> int:
+    from .ledger import load_records, text_table
+    from .profiles import default_profile
+    from .runner import default_out
+
+    run_dir = Path(args.dir) if args.dir else default_out(_root(args), default_profile())
+    records = load_records(run_dir)
+    if args.format == "json":
+        print(json.dumps(records, indent=2))
+    else:
+        print(text_table(records) if records else f"no claim records in {run_dir}")
+    return 0 if all(r["passed"] for r in records) else 1
+
+
+def cmd_build(args) -> int:
+    from .profiles import check_profile, default_profile
+    from .site import build
+
+    return build(_root(args), check_profile(args.profile or default_profile()), jobs=args.jobs)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="lmbook", description="Learning Mechanics, executable: run chapters, check claims, build the book.")
+    p.add_argument("--root", help="project folder holding notebooks/ and _toc.yml (default: this checkout)")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    s = sub.add_parser("list", help="list the chapters")
+    s.add_argument("--format", choices=("table", "json"), default="table")
+    s.set_defaults(func=cmd_list)
+
+    s = sub.add_parser("run", help="execute chapters and assert their claims")
+    s.add_argument("chapters", nargs="*", metavar="CHAPTER", help="chapter ids or file stems (default: all)")
+    s.add_argument("--profile", choices=("ci", "full"), help="ci (2-core CPU) or full (GPU); default full with CUDA, else ci")
+    s.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--out", help="run folder (default: _build/runs/PROFILE)")
+    s.add_argument("--jobs", type=int, default=1, help="chapters run at once")
+    s.add_argument("--force", action="store_true", help="execute even chapters that are current")
+    s.set_defaults(func=cmd_run)
+
+    s = sub.add_parser("claims", help="print the claims ledger of a run")
+    s.add_argument("dir", nargs="?", help="run folder (default: _build/runs/PROFILE)")
+    s.add_argument("--format", choices=("table", "json"), default="table")
+    s.set_defaults(func=cmd_claims)
+
+    s = sub.add_parser("build", help="execute what is not current and build the HTML site into _build/html")
+    s.add_argument("--profile", choices=("ci", "full"), help="default: full with CUDA, else ci")
+    s.add_argument("--jobs", type=int, default=1)
+    s.set_defaults(func=cmd_build)
+    return p
+
+
+def main(argv=None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except UsageError as e:
+        print(f"lmbook: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

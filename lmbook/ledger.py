@@ -1,0 +1,93 @@
+"""The ledger: claim records read back from a run folder, as a terminal table, JSON, HTML or MyST."""
+from __future__ import annotations
+
+import html
+import json
+from pathlib import Path
+
+from .errors import UsageError
+
+COLUMNS = ("chapter", "claim", "kind", "predicted", "measured", "tolerance", "rival", "passed")
+
+
+def load_records(run_dir) -> list[dict]:
+    """Every claim record under `run_dir`/claims (or `run_dir` itself), sorted by chapter then time."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise UsageError(f"no run folder at {run_dir}; run chapters first with `lmbook run --out {run_dir}`")
+    root = run_dir / "claims" if (run_dir / "claims").is_dir() else run_dir
+    records = []
+    for path in sorted(root.rglob("*.json")):
+        try:
+            rec = json.loads(path.read_text())
+        except json.JSONDecodeError as e:
+            raise UsageError(f"{path} is not a claim record ({e}); delete it or rerun the chapter") from None
+        if isinstance(rec, dict) and {"chapter", "claim", "predicted", "measured"} <= rec.keys():
+            records.append(rec)
+    return sorted(records, key=lambda r: (r["chapter"], r.get("created", ""), r["claim"]))
+
+
+def _num(x, se=None) -> str:
+    if x is None:
+        return "-"
+    s = f"{x:.4g}"
+    return f"{s} ± {se:.2g}" if se else s
+
+
+def _row(r: dict) -> dict:
+    return {
+        "chapter": r["chapter"], "claim": r["claim"], "kind": r.get("kind", "agrees"),
+        "predicted": _num(r["predicted"]), "measured": _num(r["measured"], r.get("se")),
+        "tolerance": _num(r["tolerance"]),
+        "rival": f"{r['rival_name']}: {_num(r['rival'])}" if r.get("rival") is not None else "-",
+        "passed": "PASS" if r["passed"] else "FAIL",
+    }
+
+
+def text_table(records: list[dict], show_chapter=True) -> str:
+    cols = [c for c in COLUMNS if show_chapter or c != "chapter"]
+    rows = [_row(r) for r in records]
+    widths = {c: max([len(c)] + [len(row[c]) for row in rows]) for c in cols}
+    lines = ["  ".join(c.ljust(widths[c]) for c in cols)]
+    lines.append("  ".join("-" * widths[c] for c in cols))
+    lines += ["  ".join(row[c].ljust(widths[c]) for c in cols) for row in rows]
+    passed = sum(r["passed"] for r in records)
+    lines.append(f"{passed}/{len(records)} claims passed")
+    return "\n".join(lines)
+
+
+def markdown_table(records: list[dict], show_chapter=True) -> str:
+    """A pipe table for MyST pages, with each claim's statement and tolerance origin."""
+    cols = (["chapter"] if show_chapter else []) + ["claim", "statement", "predicted", "measured",
+                                                   "tolerance (origin)", "rival", "result"]
+    out = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for r in records:
+        row = _row(r)
+        cells = ([row["chapter"]] if show_chapter else []) + [
+            f"`{r['claim']}`", r["statement"], row["predicted"], row["measured"],
+            f"{row['tolerance']} ({r['tolerance_origin']})", row["rival"],
+            ("**PASS**" if r["passed"] else "**FAIL**") + (" (breaks)" if r.get("kind") == "breaks" else "")]
+        out.append("| " + " | ".join(c.replace("|", "\\|").replace("\n", " ") for c in cells) + " |")
+    return "\n".join(out)
+
+
+class LedgerTable:
+    """Renders as HTML in a notebook and as text in a terminal."""
+
+    def __init__(self, records: list[dict], show_chapter=True):
+        self.records, self.show_chapter = records, show_chapter
+
+    def __repr__(self):
+        return text_table(self.records, self.show_chapter)
+
+    def _repr_html_(self):
+        head = ["claim", "statement", "predicted", "measured", "tolerance", "tolerance origin", "rival", "result"]
+        rows = []
+        for r in self.records:
+            row = _row(r)
+            result = ("PASS" if r["passed"] else "FAIL") + (" (theory breaks, as claimed)" if r.get("kind") == "breaks" else "")
+            cells = [r["claim"], r["statement"], row["predicted"], row["measured"], row["tolerance"],
+                     r["tolerance_origin"], row["rival"], result]
+            rows.append("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells) + "</tr>")
+        return ('<table class="lmbook-claims"><thead><tr>' + "".join(f"<th>{h}</th>" for h in head)
+                + "</tr></thead><tbody>" + "".join(rows) + "</tbody></table>")

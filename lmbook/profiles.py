@@ -1,0 +1,79 @@
+"""Profiles, devices, seeding and exact arithmetic, in one place.
+
+- profile "ci": a 2-core CPU, about a minute per chapter; sizes small but statistically meaningful.
+- profile "full": one large GPU (H200 class), sizes of the original papers or larger.
+- device "auto" is CUDA when present, else CPU; "cuda" without CUDA is an error, never a fallback.
+"""
+from __future__ import annotations
+
+import random
+from types import SimpleNamespace
+
+import numpy as np
+import torch
+
+from .errors import UsageError
+
+PROFILES = {
+    "ci": "2-core CPU, about a minute per chapter",
+    "full": "one large GPU, the papers' sizes or larger, a few minutes per chapter",
+}
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def check_profile(profile: str) -> str:
+    if profile not in PROFILES:
+        raise UsageError(f"unknown profile {profile!r}; choose one of: {', '.join(PROFILES)}")
+    return profile
+
+
+def default_profile() -> str:
+    """"full" where CUDA is present, else "ci"."""
+    return "full" if torch.cuda.is_available() else "ci"
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """auto -> cuda when present else cpu; cuda without CUDA is a UsageError naming the fix."""
+    name = str(device)
+    if name not in DEVICES and not name.startswith("cuda:"):
+        raise UsageError(f"unknown device {name!r}; choose one of: {', '.join(DEVICES)}")
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UsageError(f"device {name!r} was asked for but CUDA is not available (torch {torch.__version__}); "
+                         "use --device cpu or --device auto, or install a CUDA build of torch on a GPU machine")
+    return torch.device(name)
+
+
+def device_name(device: torch.device) -> str:
+    """A human name for the record: the GPU model, or the CPU."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    import platform
+
+    return f"cpu ({platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def sizes(profile: str, **per_profile) -> SimpleNamespace:
+    """Pick a chapter's sizes for `profile`: sizes(profile, ci=dict(...), full=dict(...))."""
+    check_profile(profile)
+    missing = [p for p in PROFILES if p not in per_profile]
+    if missing:
+        raise UsageError(f"sizes() needs a dict for every profile; missing: {', '.join(missing)}")
+    return SimpleNamespace(**per_profile[profile])
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """Seed Python, NumPy and torch; return a CPU torch.Generator seeded the same."""
+    seed = int(seed)
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+def exact_arithmetic() -> None:
+    """float64 by default and TF32 off, for claims that need exactness."""
+    torch.set_default_dtype(torch.float64)
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False

@@ -1,0 +1,169 @@
+"""The single execution path: jupytext reads a chapter, papermill injects the parameters and runs it.
+
+A run folder holds, per chapter:
+  notebooks/<file stem>.ipynb   the executed notebook (outputs kept)
+  claims/<chapter id>/<claim>.json   one record per claim (lmbook.claims)
+  runs/<chapter id>.json   status, wall time, cache key
+A chapter whose notebook text, lmbook sources, parameters and torch version are unchanged since
+a passing run is not executed again.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+
+from .chapters import Chapter
+from .claims import _write_atomic
+from .ledger import load_records
+from .profiles import check_profile, device_name, resolve_device
+
+MIN_CLAIMS = 3
+LIB_DIR = Path(__file__).resolve().parent
+
+
+@dataclasses.dataclass
+class ChapterResult:
+    id: str
+    title: str
+    status: str  # passed | failed | error | cached
+    claims_passed: int
+    claims_total: int
+    wall_seconds: float
+    message: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.status in ("passed", "cached")
+
+
+def default_out(root: Path, profile: str) -> Path:
+    return root / "_build" / "runs" / profile
+
+
+def cache_key(chapter: Chapter, parameters: dict) -> str:
+    h = hashlib.sha256()
+    h.update(chapter.path.read_bytes())
+    for src in sorted(LIB_DIR.rglob("*.py")):
+        h.update(str(src.relative_to(LIB_DIR)).encode())
+        h.update(src.read_bytes())
+    h.update(json.dumps(parameters, sort_keys=True).encode())
+    h.update(torch.__version__.encode())
+    h.update(os.environ.get("LMBOOK_PREDICTION_SCALE", "1").encode())
+    return h.hexdigest()
+
+
+def _paths(chapter: Chapter, out: Path):
+    return (out / "notebooks" / f"{chapter.path.stem}.ipynb", out / "claims" / chapter.id, out / "runs" / f"{chapter.id}.json")
+
+
+def is_current(chapter: Chapter, out: Path, key: str) -> bool:
+    notebook, _, run_file = _paths(chapter, out)
+    if not (notebook.exists() and run_file.exists()):
+        return False
+    info = json.loads(run_file.read_text())
+    return info.get("key") == key and info.get("status") == "passed"
+
+
+def _contract_problem(records: list[dict]) -> str:
+    if len(records) < MIN_CLAIMS:
+        return f"the chapter recorded {len(records)} claims; the chapter contract asks for at least {MIN_CLAIMS}"
+    if not any(r.get("kind") == "breaks" for r in records):
+        return "the chapter has no 'where the theory breaks' claim (claims.breaks); the chapter contract asks for one"
+    return ""
+
+
+def run_chapter(chapter: Chapter, profile: str, device: str, seed: int, out: Path,
+                force: bool = False, progress: bool = True) -> ChapterResult:
+    """Execute one chapter into `out` (see module docstring) and return its result."""
+    import jupytext
+    import papermill as pm
+
+    out = Path(out).resolve()
+    notebook, claims_dir, run_file = _paths(chapter, out)
+    parameters = {"profile": profile, "device": device, "seed": int(seed), "results_dir": str(claims_dir)}
+    key = cache_key(chapter, {**parameters, "results_dir": None, "device_type": resolve_device(device).type})
+    if not force and is_current(chapter, out, key):
+        records = load_records(claims_dir) if claims_dir.is_dir() else []
+        info = json.loads(run_file.read_text())
+        return ChapterResult(chapter.id, chapter.title, "cached", len(records), len(records), info.get("wall_seconds", 0.0))
+
+    shutil.rmtree(claims_dir, ignore_errors=True)
+    notebook.parent.mkdir(parents=True, exist_ok=True)
+    partial = notebook.with_name(f".{notebook.stem}.partial.ipynb")
+    nb = jupytext.read(chapter.path)
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    status, message = "passed", ""
+    t0 = time.perf_counter()
+    try:
+        pm.execute_notebook(nb, str(partial), parameters=parameters, kernel_name="python3",
+                            cwd=str(chapter.path.parent), progress_bar=progress, log_output=False)
+    except pm.PapermillExecutionError as e:
+        status = "failed" if e.ename == "ClaimFailed" else "error"
+        message = e.evalue if e.ename == "ClaimFailed" else f"{e.ename}: {e.evalue} (cell {e.exec_count})"
+    wall = time.perf_counter() - t0
+    if partial.exists():
+        os.replace(partial, notebook)
+    records = load_records(claims_dir) if claims_dir.is_dir() else []
+    passed = sum(bool(r["passed"]) for r in records)
+    if status == "passed":
+        problem = _contract_problem(records) or ("" if passed == len(records) else "a claim failed")
+        if problem:
+            status, message = "failed", problem
+    info = {"chapter": chapter.id, "status": status, "key": key, "wall_seconds": round(wall, 2),
+            "profile": profile, "device": device_name(resolve_device(device)), "seed": int(seed),
+            "claims_passed": passed, "claims_total": len(records), "torch": torch.__version__,
+            "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"), "message": message}
+    _write_atomic(run_file, json.dumps(info, indent=2))
+    return ChapterResult(chapter.id, chapter.title, status, passed, len(records), wall, message)
+
+
+def run_chapters(chapters: list[Chapter], profile: str, device: str = "auto", seed: int = 0,
+                 out: Path | None = None, jobs: int = 1, force: bool = False) -> list[ChapterResult]:
+    """Run `chapters` (validated first: profile, device, jobs) and return their results in order."""
+    from tqdm.auto import tqdm
+
+    from .errors import UsageError
+
+    check_profile(profile)
+    resolve_device(device)
+    if int(jobs) < 1:
+        raise UsageError(f"--jobs must be at least 1, got {jobs}")
+    out = Path(out)
+    if jobs == 1:
+        results = []
+        for c in chapters:
+            print(f"[lmbook] {c.id}: {c.title}", file=sys.stderr, flush=True)
+            results.append(run_chapter(c, profile, device, seed, out, force, progress=True))
+        return results
+    with ThreadPoolExecutor(max_workers=int(jobs)) as pool, tqdm(total=len(chapters), desc="chapters", unit="ch") as bar:
+        futures = [pool.submit(run_chapter, c, profile, device, seed, out, force, False) for c in chapters]
+        results = []
+        for f in futures:
+            results.append(f.result())
+            bar.update(1)
+        return results
+
+
+def summary(results: list[ChapterResult]) -> str:
+    width = max([7] + [len(r.id) for r in results])
+    lines = [f"{'chapter'.ljust(width)}  claims  status   wall"]
+    for r in results:
+        lines.append(f"{r.id.ljust(width)}  {f'{r.claims_passed}/{r.claims_total}':>6}  {r.status:<7}  {r.wall_seconds:6.1f}s")
+    total = sum(r.wall_seconds for r in results)
+    ok = sum(r.ok for r in results)
+    lines.append(f"{ok}/{len(results)} chapters passed, "
+                 f"{sum(r.claims_passed for r in results)}/{sum(r.claims_total for r in results)} claims, {total:.1f}s")
+    for r in results:
+        if not r.ok:
+            lines.append(f"\nFAILED {r.id} ({r.status}):\n{r.message}")
+    return "\n".join(lines)

@@ -1,0 +1,29 @@
+"""Shared fixtures: the project root, a fixture project with one tiny chapter, and one ci run of the
+real chapters shared by the chapter tests and the book-build test."""
+import shutil
+from pathlib import Path
+
+import pytest
+
+from lmbook.chapters import discover
+from lmbook.runner import default_out, run_chapters
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+
+@pytest.fixture
+def fixture_root(tmp_path):
+    """A throwaway project folder holding the tiny fixture chapter."""
+    shutil.copytree(FIXTURES / "notebooks", tmp_path / "notebooks")
+    return tmp_path
+
+
+@pytest.fixture(scope="session")
+def ci_run():
+    """Every chapter of the book run once at the ci profile into the default run folder (the same
+    folder `lmbook build --profile ci` reads, so the build test does not execute them again)."""
+    chapters = discover(ROOT)
+    out = default_out(ROOT, "ci")
+    results = run_chapters(chapters, "ci", "auto", 0, out)
+    return chapters, results, out

@@ -1,0 +1,51 @@
+"""Every chapter of the book, run at the ci profile with its claims asserted; the table of contents;
+and proof that the suite can fail."""
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from conftest import ROOT
+from lmbook.chapters import discover
+from lmbook.ledger import load_records
+from lmbook.runner import run_chapters
+
+pytestmark = pytest.mark.slow
+
+
+def test_every_chapter_passes_its_claims(ci_run):
+    chapters, results, out = ci_run
+    assert chapters, "the book has no chapters"
+    failures = [f"{r.id} ({r.status}): {r.message}" for r in results if not r.ok]
+    assert not failures, "\n\n".join(failures)
+    records = load_records(out)
+    for c in chapters:
+        mine = [r for r in records if r["chapter"] == c.id]
+        assert len(mine) >= 3, f"{c.id} records {len(mine)} claims"
+        assert any(r["kind"] == "breaks" for r in mine), f"{c.id} has no 'where the theory breaks' claim"
+        assert all(r["passed"] and r["profile"] == "ci" and r["tolerance_origin"] for r in mine)
+
+
+def test_the_table_of_contents_lists_every_chapter():
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
+    files = [ch["file"] for part in toc["parts"] for ch in part["chapters"]]
+    listed = {f for f in files if f.startswith("notebooks/")}
+    present = {f"notebooks/{c.path.stem}" for c in discover(ROOT)}
+    assert listed == present
+    captions = [p["caption"] for p in toc["parts"]]
+    for i, name in enumerate(["Solvable", "Tractable limits", "macroscopic", "hyperparameters", "Universal"]):
+        assert name in captions[i], f"part {i + 1} of the toc should be '{name}...', got {captions[i]}"
+
+
+def test_a_wrong_prediction_makes_the_run_fail(tmp_path, monkeypatch):
+    """Move every prediction of chapter 1 by 20%: the run must fail, saying what was predicted,
+    what was measured and by how much it missed."""
+    monkeypatch.setenv("LMBOOK_PREDICTION_SCALE", "1.2")
+    done = subprocess.run([sys.executable, "-m", "lmbook", "run", "deep-linear", "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=900)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "FAILED deep-linear" in done.stdout
+    assert "claim deep-linear/" in done.stdout and "predicted" in done.stdout and "missed by" in done.stdout
+    failed = [r for r in load_records(tmp_path) if not r["passed"]]
+    assert failed and all(r["prediction_scale"] == 1.2 for r in failed)

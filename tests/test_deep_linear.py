@@ -1,0 +1,78 @@
+import math
+
+import pytest
+import sympy as sp
+import torch
+
+from lmbook import deep_linear as dl
+from lmbook.measure import crossing_times, loglog_slope, mean_and_se
+from lmbook.symbolic import loglog_derivative, pick_root
+
+F64 = torch.float64
+
+
+@pytest.fixture
+def setup():
+    g = torch.Generator().manual_seed(0)
+    Syx, U, V = dl.singular_task(6, [3.0, 1.0, 0.5], g)
+    W1, W2 = dl.init_two_layer(4, 10, 6, 0.3, g)
+    return Syx, U, V, W1, W2
+
+
+def test_task_has_the_requested_singular_values(setup):
+    Syx = setup[0]
+    assert torch.allclose(torch.linalg.svdvals(Syx)[:3], torch.tensor([3.0, 1.0, 0.5], dtype=F64))
+    with pytest.raises(ValueError):
+        dl.singular_task(2, [1.0, 2.0, 3.0], torch.Generator())
+
+
+def test_population_grads_match_autograd(setup):
+    Syx, U, V, W1, W2 = setup
+    W1, W2 = W1.clone().requires_grad_(), W2.clone().requires_grad_()
+    loss = 0.5 * ((Syx - W2 @ W1) ** 2).sum()
+    a1, a2 = torch.autograd.grad(loss, (W1, W2))
+    g1, g2 = dl.population_grads(W1.detach(), W2.detach(), Syx)
+    assert torch.allclose(a1, g1, atol=1e-12) and torch.allclose(a2, g2, atol=1e-12)
+
+
+def test_train_is_plain_gradient_descent(setup):
+    Syx, U, V, W1, W2 = setup
+    traj, (F1, F2) = dl.train(W1, W2, Syx, U, V, lr=0.01, steps=25)
+    for _ in range(25):
+        g1, g2 = dl.population_grads(W1, W2, Syx)
+        W1, W2 = W1 - 0.01 * g1, W2 - 0.01 * g2
+    assert torch.allclose(F1, W1, atol=1e-12) and torch.allclose(F2, W2, atol=1e-12)
+    assert torch.allclose(traj[-1], dl.mode_strengths(W1, W2, U, V), atol=1e-12)
+    assert traj.shape == (26, 4, 3)
+
+
+def test_effective_u0(setup):
+    _, U, V, W1, W2 = setup
+    a, b = W1[1] @ V[:, 2], W2[1].T @ U[:, 2]
+    assert math.isclose(dl.effective_u0(W1, W2, U, V)[1, 2].item(), ((a + b) ** 2).sum().item() / 4)
+    assert math.isclose(dl.init_std_for_u0(1e-4, 256) ** 2 * 256 / 2, 1e-4)
+
+
+def test_crossing_times_on_a_known_curve():
+    t = torch.arange(0, 1001, dtype=F64) * 0.01
+    traj = torch.stack([1 - torch.exp(-t), 1 - torch.exp(-2 * t)], dim=1)
+    times = crossing_times(traj, 0.5) * 0.01
+    assert torch.allclose(times, torch.tensor([math.log(2), math.log(2) / 2], dtype=F64), atol=1e-4)
+    assert torch.isnan(crossing_times(traj, 2.0)).all()
+    assert crossing_times(traj, -1.0).eq(0).all()
+
+
+def test_loglog_slope_and_se():
+    x = torch.tensor([1.0, 2.0, 4.0, 8.0], dtype=F64)
+    assert math.isclose(loglog_slope(x, 3 * x ** -1.5).item(), -1.5, rel_tol=1e-12)
+    m, se = mean_and_se(torch.tensor([1.0, 2.0, 3.0, 4.0]))
+    assert m == 2.5 and math.isclose(se.item(), torch.tensor([1.0, 2.0, 3.0, 4.0]).std().item() / 2)
+
+
+def test_symbolic_helpers():
+    t, s = sp.symbols("t s", positive=True)
+    roots = sp.solve(sp.Eq(t ** 2, s), t) + [-sp.sqrt(s), sp.I * s]
+    assert pick_root(roots, {s: 4}) == sp.sqrt(s)
+    with pytest.raises(ValueError):
+        pick_root([sp.sqrt(s), 2 * sp.sqrt(s)], {s: 4})
+    assert loglog_derivative(3 * s ** -2, s) == -2
