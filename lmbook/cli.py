@@ -37,6 +37,7 @@ def cmd_list(args) -> int:
 
 def cmd_run(args) -> int:
     from .chapters import discover, select
+    from .ledger import load_records, text_table
     from .profiles import check_profile, default_profile, resolve_device
     from .runner import default_out, run_chapters, summary
 
@@ -46,6 +47,11 @@ def cmd_run(args) -> int:
     chapters = select(discover(root), args.chapters)
     out = Path(args.out) if args.out else default_out(root, profile)
     results = run_chapters(chapters, profile, args.device, args.seed, out, jobs=args.jobs, force=args.force)
+    ran = {r.id for r in results}
+    records = [r for r in load_records(out) if r["chapter"] in ran] if out.is_dir() else []
+    if records:
+        print(text_table(records))
+        print()
     print(summary(results))
     print(f"records: {out}")
     return 0 if all(r.ok for r in results) else 1

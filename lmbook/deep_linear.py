@@ -1,11 +1,13 @@
-"""Two-layer linear networks y = W2 W1 x trained by full-batch gradient descent on the population loss.
+"""Deep linear networks y = W_N ... W_2 W_1 x trained by full-batch gradient descent on the population loss.
 
 Conventions
-- Whitened inputs (Sigma_xx = I), so the loss is L = 1/2 E||y - W2 W1 x||^2 = 1/2 ||Sigma_yx - W2 W1||_F^2 + const.
-- The task is Sigma_yx = U diag(s) V^T with random orthogonal U, V (dim x dim); modes beyond len(s) have s = 0.
-- An ensemble of n networks is held as batched tensors W1 (n, hidden, dim), W2 (n, dim, hidden).
+- Whitened inputs (Sigma_xx = I), so the loss is L = 1/2 E||y - W x||^2 = 1/2 ||Sigma_yx - W||_F^2 + const,
+  with W = W_N ... W_1 the end-to-end map.
+- The task is Sigma_yx = U diag(s) V^T with random orthonormal columns U, V (dim x r).
+- An ensemble of n networks is a list of batched weights [W_1 (n, hidden, dim), W_2 (n, hidden, hidden), ...,
+  W_N (n, dim, hidden)], first layer first.
 - Gradient descent with step `lr`; time in units of tau = 1/lr, i.e. t = step * lr.
-- The strength of mode alpha is u_alpha = u_alpha^T W2 W1 v_alpha.
+- The strength of mode alpha is u_alpha = u_alpha^T W v_alpha.
 """
 from __future__ import annotations
 
@@ -26,50 +28,74 @@ def singular_task(dim: int, strengths, generator: torch.Generator, dtype=torch.f
 
 
 def init_std_for_u0(u0: float, hidden: int) -> float:
-    """The i.i.d. Gaussian entry std that makes the expected effective initial strength |W1 v + W2^T u|^2/4
-    equal u0: E = 2 * hidden * std^2 / 4."""
+    """For two layers: the i.i.d. Gaussian entry std that makes the expected effective initial strength
+    |W1 v + W2^T u|^2 / 4 equal u0 (its mean is 2 * hidden * std^2 / 4)."""
     return math.sqrt(2 * u0 / hidden)
 
 
-def init_two_layer(n: int, hidden: int, dim: int, std, generator: torch.Generator, dtype=torch.float64):
-    """W1 (n, hidden, dim), W2 (n, dim, hidden) with i.i.d. N(0, std^2) entries; `std` a float or one per network."""
+def init_network(n: int, dim: int, hidden: int, depth: int, std, generator: torch.Generator, dtype=torch.float64):
+    """`depth` weight tensors with i.i.d. N(0, std^2) entries; `std` a float or one value per network."""
+    if depth < 2:
+        raise ValueError(f"depth must be at least 2, got {depth}")
     std = torch.as_tensor(std, dtype=dtype).reshape(-1, 1, 1).expand(n, 1, 1)
-    W1 = std * torch.randn(n, hidden, dim, generator=generator, dtype=dtype)
-    W2 = std * torch.randn(n, dim, hidden, generator=generator, dtype=dtype)
-    return W1, W2
+    shapes = [(hidden, dim)] + [(hidden, hidden)] * (depth - 2) + [(dim, hidden)]
+    return [std * torch.randn(n, *shape, generator=generator, dtype=dtype) for shape in shapes]
 
 
-def effective_u0(W1, W2, U, V):
-    """|W1 v_a + W2^T u_a|^2 / 4 per network and mode, shape (n, r): the initial condition of the logistic
-    mode dynamics that a small random initialisation reduces to (the chapter derives it)."""
-    a = W1 @ V                       # (n, hidden, r)
-    b = W2.transpose(1, 2) @ U       # (n, hidden, r)
-    return ((a + b) ** 2).sum(1) / 4
+def effective_u0(weights, U, V):
+    """Two layers only: |W1 v_a + W2^T u_a|^2 / 4 per network and mode, shape (n, r), the initial condition of
+    the logistic mode dynamics that a small random initialisation reduces to (chapter 1 derives it)."""
+    if len(weights) != 2:
+        raise ValueError("effective_u0 is derived for two-layer networks")
+    W1, W2 = weights
+    return ((W1 @ V + W2.transpose(1, 2) @ U) ** 2).sum(1) / 4
 
 
-def mode_strengths(W1, W2, U, V):
-    """u_a = u_a^T W2 W1 v_a, shape (n, r)."""
-    return torch.diagonal(U.T @ (W2 @ W1) @ V, dim1=-2, dim2=-1)
+def end_to_end(weights):
+    W = weights[0]
+    for w in weights[1:]:
+        W = w @ W
+    return W
 
 
-def population_grads(W1, W2, Syx):
-    """Gradients of 1/2 ||Sigma_yx - W2 W1||_F^2 with respect to W1 and W2 (batched)."""
-    E = Syx - W2 @ W1
-    return -W2.transpose(1, 2) @ E, -E @ W1.transpose(1, 2)
+def mode_strengths(weights, U, V):
+    """u_a = u_a^T W v_a, shape (n, r)."""
+    return ((end_to_end(weights) @ V) * U).sum(-2)
 
 
-def train(W1, W2, Syx, U, V, lr: float, steps: int):
-    """Run `steps` of gradient descent (the update of `population_grads`, fused in place for speed);
-    return the mode strengths after every step, shape (steps+1, n, r), and the final weights."""
-    W1, W2 = W1.clone(), W2.clone()
-    traj = torch.empty(steps + 1, W1.shape[0], U.shape[1], dtype=W1.dtype, device=W1.device)
-    E = torch.empty(W1.shape[0], *Syx.shape, dtype=W1.dtype, device=W1.device)
+def population_grads(weights, Syx):
+    """Gradients of 1/2 ||Sigma_yx - W_N...W_1||_F^2 with respect to each weight (batched), and the end-to-end map.
+    Layer j's gradient is -(W_N...W_{j+1})^T (Sigma_yx - W) (W_{j-1}...W_1)^T."""
+    below, acc = [], None                        # below[j] = W_{j-1} ... W_1
+    for w in weights:
+        below.append(acc)
+        acc = w if acc is None else torch.bmm(w, acc)
+    W = acc
+    above, acc = [None] * len(weights), None     # above[j] = W_N ... W_{j+1}
+    for j in range(len(weights) - 1, 0, -1):
+        acc = weights[j] if acc is None else torch.bmm(acc, weights[j])
+        above[j - 1] = acc
+    E = Syx - W
+    grads = []
+    for j in range(len(weights)):
+        g = E if above[j] is None else torch.bmm(above[j].transpose(1, 2), E)
+        if below[j] is not None:
+            g = torch.bmm(g, below[j].transpose(1, 2))
+        grads.append(-g)
+    return grads, W
+
+
+
+
+def train(weights, Syx, U, V, lr: float, steps: int):
+    """Run `steps` of gradient descent; return the mode strengths after every step, shape (steps+1, n, r),
+    and the final weights."""
+    weights = [w.clone() for w in weights]
+    traj = torch.empty(steps + 1, weights[0].shape[0], U.shape[1], dtype=weights[0].dtype, device=weights[0].device)
     for k in range(steps + 1):
-        torch.bmm(W2, W1, out=E)                        # end-to-end map W = W2 W1
-        traj[k] = ((E @ V) * U).sum(-2)                 # u_a = u_a^T W v_a
+        grads, W = population_grads(weights, Syx)
+        traj[k] = ((W @ V) * U).sum(-2)
         if k < steps:
-            torch.sub(Syx, E, out=E)                    # residual Sigma_yx - W
-            step1 = torch.bmm(W2.transpose(1, 2), E)    # -grad W1, with the old W2
-            W2.baddbmm_(E, W1.transpose(1, 2), alpha=lr)
-            W1.add_(step1, alpha=lr)
-    return traj, (W1, W2)
+            for w, g in zip(weights, grads):
+                w.sub_(g, alpha=lr)
+    return traj, weights

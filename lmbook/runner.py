@@ -97,6 +97,7 @@ def run_chapter(chapter: Chapter, profile: str, device: str, seed: int, out: Pat
         info = json.loads(run_file.read_text())
         return ChapterResult(chapter.id, chapter.title, "cached", len(records), len(records), info.get("wall_seconds", 0.0))
 
+    run_file.unlink(missing_ok=True)          # an interrupted run must not look current afterwards
     shutil.rmtree(claims_dir, ignore_errors=True)
     notebook.parent.mkdir(parents=True, exist_ok=True)
     partial = notebook.with_name(f".{notebook.stem}.partial.ipynb")
@@ -110,6 +111,9 @@ def run_chapter(chapter: Chapter, profile: str, device: str, seed: int, out: Pat
     except pm.PapermillExecutionError as e:
         status = "failed" if e.ename == "ClaimFailed" else "error"
         message = e.evalue if e.ename == "ClaimFailed" else f"{e.ename}: {e.evalue} (cell {e.exec_count})"
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
     wall = time.perf_counter() - t0
     if partial.exists():
         os.replace(partial, notebook)

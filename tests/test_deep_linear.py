@@ -15,8 +15,7 @@ F64 = torch.float64
 def setup():
     g = torch.Generator().manual_seed(0)
     Syx, U, V = dl.singular_task(6, [3.0, 1.0, 0.5], g)
-    W1, W2 = dl.init_two_layer(4, 10, 6, 0.3, g)
-    return Syx, U, V, W1, W2
+    return Syx, U, V, dl.init_network(4, 6, 10, 2, 0.3, g)
 
 
 def test_task_has_the_requested_singular_values(setup):
@@ -26,31 +25,39 @@ def test_task_has_the_requested_singular_values(setup):
         dl.singular_task(2, [1.0, 2.0, 3.0], torch.Generator())
 
 
-def test_population_grads_match_autograd(setup):
-    Syx, U, V, W1, W2 = setup
-    W1, W2 = W1.clone().requires_grad_(), W2.clone().requires_grad_()
-    loss = 0.5 * ((Syx - W2 @ W1) ** 2).sum()
-    a1, a2 = torch.autograd.grad(loss, (W1, W2))
-    g1, g2 = dl.population_grads(W1.detach(), W2.detach(), Syx)
-    assert torch.allclose(a1, g1, atol=1e-12) and torch.allclose(a2, g2, atol=1e-12)
+@pytest.mark.parametrize("depth", [2, 3, 4])
+def test_population_grads_match_autograd(setup, depth):
+    Syx = setup[0]
+    weights = [w.requires_grad_() for w in dl.init_network(3, 6, 5, depth, 0.4, torch.Generator().manual_seed(1))]
+    loss = 0.5 * ((Syx - dl.end_to_end(weights)) ** 2).sum()
+    auto = torch.autograd.grad(loss, weights)
+    mine, W = dl.population_grads([w.detach() for w in weights], Syx)
+    assert all(torch.allclose(a, m, atol=1e-12) for a, m in zip(auto, mine))
+    assert torch.allclose(W, dl.end_to_end(weights).detach())
 
 
-def test_train_is_plain_gradient_descent(setup):
-    Syx, U, V, W1, W2 = setup
-    traj, (F1, F2) = dl.train(W1, W2, Syx, U, V, lr=0.01, steps=25)
+@pytest.mark.parametrize("depth", [2, 3])
+def test_train_is_plain_gradient_descent(setup, depth):
+    Syx, U, V = setup[:3]
+    weights = dl.init_network(4, 6, 10, depth, 0.3, torch.Generator().manual_seed(2))
+    traj, final = dl.train(weights, Syx, U, V, lr=0.01, steps=25)
     for _ in range(25):
-        g1, g2 = dl.population_grads(W1, W2, Syx)
-        W1, W2 = W1 - 0.01 * g1, W2 - 0.01 * g2
-    assert torch.allclose(F1, W1, atol=1e-12) and torch.allclose(F2, W2, atol=1e-12)
-    assert torch.allclose(traj[-1], dl.mode_strengths(W1, W2, U, V), atol=1e-12)
+        grads, _ = dl.population_grads(weights, Syx)
+        weights = [w - 0.01 * g for w, g in zip(weights, grads)]
+    assert all(torch.allclose(f, w, atol=1e-12) for f, w in zip(final, weights))
+    assert torch.allclose(traj[-1], dl.mode_strengths(weights, U, V), atol=1e-12)
     assert traj.shape == (26, 4, 3)
 
 
-def test_effective_u0(setup):
-    _, U, V, W1, W2 = setup
+def test_init_shapes_and_effective_u0(setup):
+    _, U, V, (W1, W2) = setup
     a, b = W1[1] @ V[:, 2], W2[1].T @ U[:, 2]
-    assert math.isclose(dl.effective_u0(W1, W2, U, V)[1, 2].item(), ((a + b) ** 2).sum().item() / 4)
+    assert math.isclose(dl.effective_u0([W1, W2], U, V)[1, 2].item(), ((a + b) ** 2).sum().item() / 4)
     assert math.isclose(dl.init_std_for_u0(1e-4, 256) ** 2 * 256 / 2, 1e-4)
+    shapes = [tuple(w.shape) for w in dl.init_network(2, 6, 10, 4, [0.1, 1.0], torch.Generator())]
+    assert shapes == [(2, 10, 6), (2, 10, 10), (2, 10, 10), (2, 6, 10)]
+    with pytest.raises(ValueError):
+        dl.effective_u0(dl.init_network(2, 6, 10, 3, 0.1, torch.Generator()), U, V)
 
 
 def test_crossing_times_on_a_known_curve():
