@@ -57,6 +57,8 @@ def read_chapter(path: Path) -> Chapter:
 def discover(root: Path | None = None) -> list[Chapter]:
     """All chapters under root/notebooks, ordered by file name."""
     root = root or repo_root()
+    if not (root / "notebooks").is_dir():
+        raise UsageError(f"no notebooks/ folder under {root}; run from the project checkout or pass --root DIR")
     chapters = [read_chapter(p) for p in sorted((root / "notebooks").glob("*.md"))]
     seen = {}
     for c in chapters:

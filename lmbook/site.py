@@ -7,6 +7,7 @@ when their content changed, so Sphinx re-renders only what changed.
 """
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -16,6 +17,7 @@ from .chapters import PARTS, discover
 from .ledger import load_records, markdown_table
 from .runner import default_out, run_chapters, summary
 
+ROMAN = {1: "I", 2: "II", 3: "III", 4: "IV", 5: "V"}
 LEDGER_MARKER = "<!-- lmbook:ledger -->"
 
 
@@ -35,11 +37,17 @@ def ledger_markdown(run_dir: Path, chapters) -> str:
     devices = sorted({r["device"] for r in records})
     lines = [f"**{passed} of {len(records)} claims passed** across {len({r['chapter'] for r in records})} chapters "
              f"(profile {', '.join(profiles) or '-'}; device {', '.join(devices) or '-'}).", ""]
+    runs = [json.loads(p.read_text()) for p in sorted((Path(run_dir) / "runs").glob("*.json"))]
+    if runs:
+        lines += ["| chapter | status | claims | wall time | finished (UTC) |", "|---|---|---|---|---|"]
+        lines += [f"| {r['chapter']} | {r['status']} | {r['claims_passed']}/{r['claims_total']} | "
+                  f"{r['wall_seconds']:.1f} s | {r['finished']} |" for r in runs]
+        lines += [f"| total | | | {sum(r['wall_seconds'] for r in runs):.1f} s | |", ""]
     for part, name in PARTS.items():
         in_part = [c for c in chapters if c.part == part]
         if not in_part:
             continue
-        lines += [f"## Part {part}: {name}", ""]
+        lines += [f"## Part {ROMAN[part]}: {name}", ""]
         for c in in_part:
             recs = [r for r in records if r["chapter"] == c.id]
             lines += [f"### {{doc}}`{c.title} <../notebooks/{c.path.stem}>`", ""]

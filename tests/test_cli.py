@@ -46,6 +46,11 @@ def test_claims_of_a_missing_folder_exits_2(tmp_path):
     assert done.returncode == 2 and "lmbook run --out" in done.stderr
 
 
+def test_a_root_without_chapters_exits_2(tmp_path):
+    done = lmbook("list", root=tmp_path)
+    assert done.returncode == 2 and "no notebooks/ folder" in done.stderr and "--root" in done.stderr
+
+
 def test_jobs_must_be_positive():
     done = lmbook("run", "deep-linear", "--jobs", "0")
     assert done.returncode == 2 and "--jobs" in done.stderr
