@@ -39,6 +39,7 @@ def cmd_run(args) -> int:
     from .chapters import discover, select
     from .ledger import load_records, text_table
     from .profiles import check_profile, default_profile, resolve_device
+    from .provenance import VERIFIED_DIR
     from .runner import default_out, run_chapters, summary
 
     root = _root(args)
@@ -46,7 +47,11 @@ def cmd_run(args) -> int:
     resolve_device(args.device)
     chapters = select(discover(root), args.chapters)
     out = Path(args.out) if args.out else default_out(root, profile)
-    results = run_chapters(chapters, profile, args.device, args.seed, out, jobs=args.jobs, force=args.force)
+    verified = None if args.no_record else root / VERIFIED_DIR
+    results = run_chapters(chapters, profile, args.device, args.seed, out, jobs=args.jobs, force=args.force,
+                           verified_dir=verified)
+    if profile == "full" and verified is not None:
+        print(f"full-scale records: {verified} (commit them to show them on the website)")
     ran = {r.id for r in results}
     records = [r for r in load_records(out) if r["chapter"] in ran] if out.is_dir() else []
     if records:
@@ -95,6 +100,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--out", help="run folder (default: _build/runs/PROFILE)")
     s.add_argument("--jobs", type=int, default=1, help="chapters run at once")
     s.add_argument("--force", action="store_true", help="execute even chapters that are current")
+    s.add_argument("--no-record", action="store_true",
+                   help="with --profile full, do not write the full-scale records to book/verified/")
     s.set_defaults(func=cmd_run)
 
     s = sub.add_parser("claims", help="print the claims ledger of a run")

@@ -57,18 +57,31 @@ def text_table(records: list[dict], show_chapter=True) -> str:
 
 
 def markdown_table(records: list[dict], show_chapter=True) -> str:
-    """A pipe table for MyST pages, with each claim's statement and tolerance origin."""
-    cols = (["chapter"] if show_chapter else []) + ["claim", "statement", "predicted", "measured",
-                                                   "tolerance (origin)", "rival", "result"]
+    """A compact pipe table for MyST pages (statements and origins go in `notes_markdown`)."""
+    cols = (["chapter"] if show_chapter else []) + ["claim", "predicted", "measured ± SE", "tolerance",
+                                                   "rival (rejected)", "result"]
     out = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in records:
         row = _row(r)
         cells = ([row["chapter"]] if show_chapter else []) + [
-            f"`{r['claim']}`", r["statement"], row["predicted"], row["measured"],
-            f"{row['tolerance']} ({r['tolerance_origin']})", row["rival"],
-            ("**PASS**" if r["passed"] else "**FAIL**") + (" (breaks)" if r.get("kind") == "breaks" else "")]
-        out.append("| " + " | ".join(c.replace("|", "\\|").replace("\n", " ") for c in cells) + " |")
+            f"`{r['claim']}`", row["predicted"], row["measured"], row["tolerance"],
+            "-" if r.get("rival") is None else _num(r["rival"]),
+            ("**PASS**" if r["passed"] else "**FAIL**") + (" (breaks, as claimed)" if r.get("kind") == "breaks" else "")]
+        out.append("| " + " | ".join(_cell(c) for c in cells) + " |")
     return "\n".join(out)
+
+
+def notes_markdown(records: list[dict]) -> str:
+    """Each claim's statement, the origin of its tolerance and the name of its rival, as a MyST list."""
+    lines = []
+    for r in records:
+        rival = f" *Rival:* {_cell(r['rival_name'])}." if r.get("rival") is not None else ""
+        lines.append(f"- `{r['claim']}`: {_cell(r['statement'])}. *Tolerance:* {_cell(r['tolerance_origin'])}.{rival}")
+    return "\n".join(lines)
+
+
+def _cell(text) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
 
 
 class LedgerTable:

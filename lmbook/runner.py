@@ -4,8 +4,9 @@ A run folder holds, per chapter:
   notebooks/<file stem>.ipynb   the executed notebook (outputs kept)
   claims/<chapter id>/<claim>.json   one record per claim (lmbook.claims)
   runs/<chapter id>.json   status, wall time, cache key
-A chapter whose notebook text, lmbook sources, parameters and torch version are unchanged since
-a passing run is not executed again.
+A chapter whose code cells, lmbook sources, parameters and torch version are unchanged since a passing
+run is not executed again: an edit of its prose only re-renders (lmbook.site merges the new prose
+with the stored outputs).
 """
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from .chapters import Chapter
 from .claims import _write_atomic
 from .ledger import load_records
 from .profiles import check_profile, device_name, resolve_device
+from .provenance import write_verified
 
 MIN_CLAIMS = 3
 LIB_DIR = Path(__file__).resolve().parent
@@ -50,9 +52,18 @@ def default_out(root: Path, profile: str) -> Path:
     return root / "_build" / "runs" / profile
 
 
+def code_signature(chapter: Chapter) -> str:
+    """The chapter's code cells (source and tags) as one string: what execution depends on. Prose edits
+    leave it unchanged, so they re-render the site without re-executing the chapter."""
+    import jupytext
+
+    nb = jupytext.read(chapter.path)
+    return json.dumps([[c.source, c.metadata.get("tags", [])] for c in nb.cells if c.cell_type == "code"])
+
+
 def cache_key(chapter: Chapter, parameters: dict) -> str:
     h = hashlib.sha256()
-    h.update(chapter.path.read_bytes())
+    h.update(code_signature(chapter).encode())
     for src in sorted(LIB_DIR.rglob("*.py")):
         h.update(str(src.relative_to(LIB_DIR)).encode())
         h.update(src.read_bytes())
@@ -83,8 +94,9 @@ def _contract_problem(records: list[dict]) -> str:
 
 
 def run_chapter(chapter: Chapter, profile: str, device: str, seed: int, out: Path,
-                force: bool = False, progress: bool = True) -> ChapterResult:
-    """Execute one chapter into `out` (see module docstring) and return its result."""
+                force: bool = False, progress: bool = True, verified_dir: Path | None = None) -> ChapterResult:
+    """Execute one chapter into `out` (see module docstring) and return its result. With `verified_dir`, a
+    full-profile run that reached its claims also writes its provenance file there (lmbook.provenance)."""
     import jupytext
     import papermill as pm
 
@@ -128,11 +140,14 @@ def run_chapter(chapter: Chapter, profile: str, device: str, seed: int, out: Pat
             "claims_passed": passed, "claims_total": len(records), "torch": torch.__version__,
             "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"), "message": message}
     _write_atomic(run_file, json.dumps(info, indent=2))
+    if verified_dir is not None and profile == "full" and records and status != "error":
+        write_verified(verified_dir, info, records)
     return ChapterResult(chapter.id, chapter.title, status, passed, len(records), wall, message)
 
 
 def run_chapters(chapters: list[Chapter], profile: str, device: str = "auto", seed: int = 0,
-                 out: Path | None = None, jobs: int = 1, force: bool = False) -> list[ChapterResult]:
+                 out: Path | None = None, jobs: int = 1, force: bool = False,
+                 verified_dir: Path | None = None) -> list[ChapterResult]:
     """Run `chapters` (validated first: profile, device, jobs) and return their results in order."""
     from tqdm.auto import tqdm
 
@@ -147,10 +162,10 @@ def run_chapters(chapters: list[Chapter], profile: str, device: str = "auto", se
         results = []
         for c in chapters:
             print(f"[lmbook] {c.id}: {c.title}", file=sys.stderr, flush=True)
-            results.append(run_chapter(c, profile, device, seed, out, force, progress=True))
+            results.append(run_chapter(c, profile, device, seed, out, force, True, verified_dir))
         return results
     with ThreadPoolExecutor(max_workers=int(jobs)) as pool, tqdm(total=len(chapters), desc="chapters", unit="ch") as bar:
-        futures = [pool.submit(run_chapter, c, profile, device, seed, out, force, False) for c in chapters]
+        futures = [pool.submit(run_chapter, c, profile, device, seed, out, force, False, verified_dir) for c in chapters]
         results = []
         for f in futures:
             results.append(f.result())

@@ -1,24 +1,33 @@
 """The book build: stage the sources with the executed notebooks, write the generated pages, and let
 Jupyter Book 1 (Sphinx, warnings as errors, no execution) render `_build/html`.
 
-Staging folder `_build/site-src` mirrors `_config.yml`, `_toc.yml` and `book/`, and holds each chapter
-as its executed `.ipynb` (the `_toc.yml` entries name chapters without a suffix). Files are written only
-when their content changed, so Sphinx re-renders only what changed.
+The staging folder `_build/site-src` mirrors `_config.yml`, `_toc.yml` and `book/`. Each chapter is
+staged as a notebook that joins the chapter's current text (its prose may have changed since it ran)
+with the outputs of its last execution, and ends with the claims table of that run, the full-scale
+panel from `book/verified/`, and download links (.ipynb, .md). MathJax is served from the copy that
+the `django-static-mathjax` package ships, so the site renders offline. Files are written only when
+their content changed, so Sphinx re-renders only what changed.
 """
 from __future__ import annotations
 
 import json
+import os
+import platform
 import shutil
 import subprocess
 import sys
+import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 from .chapters import PARTS, discover
-from .ledger import load_records, markdown_table
+from .ledger import load_records, markdown_table, notes_markdown
+from .provenance import VERIFIED_DIR, load_verified, panel_markdown
 from .runner import default_out, run_chapters, summary
 
 ROMAN = {1: "I", 2: "II", 3: "III", 4: "IV", 5: "V"}
 LEDGER_MARKER = "<!-- lmbook:ledger -->"
+STATUS_MARKER = "<!-- lmbook:status -->"
 
 
 def _sync(text_or_bytes, dest: Path) -> None:
@@ -37,12 +46,6 @@ def ledger_markdown(run_dir: Path, chapters) -> str:
     devices = sorted({r["device"] for r in records})
     lines = [f"**{passed} of {len(records)} claims passed** across {len({r['chapter'] for r in records})} chapters "
              f"(profile {', '.join(profiles) or '-'}; device {', '.join(devices) or '-'}).", ""]
-    runs = [json.loads(p.read_text()) for p in sorted((Path(run_dir) / "runs").glob("*.json"))]
-    if runs:
-        lines += ["| chapter | status | claims | wall time | finished (UTC) |", "|---|---|---|---|---|"]
-        lines += [f"| {r['chapter']} | {r['status']} | {r['claims_passed']}/{r['claims_total']} | "
-                  f"{r['wall_seconds']:.1f} s | {r['finished']} |" for r in runs]
-        lines += [f"| total | | | {sum(r['wall_seconds'] for r in runs):.1f} s | |", ""]
     for part, name in PARTS.items():
         in_part = [c for c in chapters if c.part == part]
         if not in_part:
@@ -51,13 +54,137 @@ def ledger_markdown(run_dir: Path, chapters) -> str:
         for c in in_part:
             recs = [r for r in records if r["chapter"] == c.id]
             lines += [f"### {{doc}}`{c.title} <../notebooks/{c.path.stem}>`", ""]
-            lines += [markdown_table(recs, show_chapter=False) if recs else "_No claim records in this run._", ""]
+            if not recs:
+                lines += ["_No claim records in this run._", ""]
+                continue
+            first = recs[0]
+            lines += [f"{sum(bool(r['passed']) for r in recs)}/{len(recs)} passed · profile `{first['profile']}` · "
+                      f"device {first['device']} · seed {first['seed']} · torch {first['versions'].get('torch')}", "",
+                      markdown_table(recs, show_chapter=False), "", notes_markdown(recs), ""]
     return "\n".join(lines)
 
 
-def stage(root: Path, run_dir: Path) -> Path:
+def _runs(run_dir: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted((Path(run_dir) / "runs").glob("*.json"))]
+
+
+def _versions() -> dict:
+    import importlib.metadata as md
+
+    out = {"Python": platform.python_version()}
+    for name in ("lmbook", "torch", "numpy", "sympy", "scipy", "jupyter-book", "sphinx", "papermill", "jupytext"):
+        try:
+            out[name] = md.version(name)
+        except md.PackageNotFoundError:
+            out[name] = "-"
+    return out
+
+
+def _hardware() -> dict:
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
+    return {"CPU": f"{cpu} ({os.cpu_count()} cores)", "GPU": gpu, "OS": platform.platform()}
+
+
+def status_markdown(run_dir: Path, chapters, verified: dict, executed: list[str]) -> str:
+    """The generated part of the status page: versions, hardware, per-chapter run times, full-scale records."""
+    lines = [f"Built {datetime.now(timezone.utc).isoformat(timespec='seconds')} from the run in `{run_dir.name}`.", "",
+             "| software | version |", "|---|---|"]
+    lines += [f"| {k} | {v} |" for k, v in _versions().items()]
+    lines += ["", "| hardware of this build | |", "|---|---|"] + [f"| {k} | {v} |" for k, v in _hardware().items()]
+    runs = {r["chapter"]: r for r in _runs(run_dir)}
+    lines += ["", "## Chapters", "", "| chapter | part | profile | device | claims | wall time | this build |",
+              "|---|---|---|---|---|---|---|"]
+    total = 0.0
+    for c in chapters:
+        r = runs.get(c.id)
+        if r is None:
+            lines.append(f"| {c.id} | {ROMAN[c.part]} | - | - | - | - | not run |")
+            continue
+        total += r["wall_seconds"]
+        lines.append(f"| {{doc}}`{c.id} <../notebooks/{c.path.stem}>` | {ROMAN[c.part]} | {r['profile']} | {r['device']} | "
+                     f"{r['claims_passed']}/{r['claims_total']} | {r['wall_seconds']:.1f} s | "
+                     f"{'executed' if c.id in executed else 'reused (unchanged code)'} |")
+    lines += [f"| **total** | | | | | **{total:.1f} s** | |", "", "## Verified at full scale", ""]
+    if verified:
+        lines += ["| chapter | device | date | claims | wall time | torch |", "|---|---|---|---|---|---|"]
+        lines += [f"| {e['chapter']} | {e['device']} | {e['date'][:10]} | {e['claims_passed']}/{e['claims_total']} | "
+                  f"{e['wall_seconds']:.0f} s | {e.get('versions', {}).get('torch')} |" for e in verified.values()]
+    else:
+        lines.append("No full-scale records are committed yet (`book/verified/` is empty).")
+    return "\n".join(lines)
+
+
+def chapter_tail(chapter, run_dir: Path, verified: dict) -> str:
+    """The markdown cell that ends a chapter page: its claims, the full-scale panel, downloads."""
+    records = [r for r in load_records(run_dir) if r["chapter"] == chapter.id] if (Path(run_dir) / "claims").is_dir() else []
+    passed = sum(bool(r["passed"]) for r in records)
+    profile = records[0]["profile"] if records else "-"
+    device = records[0]["device"] if records else "-"
+    table = markdown_table(records, show_chapter=False) if records else "_No claim records._"
+    return "\n".join([
+        "## Claims of this run", "",
+        f"{passed} of {len(records)} claims passed (profile `{profile}`, device {device}); "
+        "see the {doc}`claims ledger <../book/claims>` for every chapter.", "",
+        "```{table}", ":class: lmbook-claims", "", table, "```", "",
+        notes_markdown(records), "",
+        panel_markdown(verified.get(chapter.id)), "",
+        f"Download this chapter: {{download}}`executed notebook (.ipynb) <{chapter.path.stem}.ipynb>` · "
+        f"{{download}}`MyST source (.md) <sources/{chapter.path.stem}.md>`",
+    ])
+
+
+def merged_notebook(chapter, executed: Path, tail: str):
+    """The chapter's current text with the outputs of its execution, plus `tail` as a last markdown cell.
+    Code cells are taken, in order, from the executed notebook (the cache key guarantees the same code);
+    markdown cells from the source, so prose edits show without re-execution."""
+    import jupytext
+    import nbformat
+
+    src = jupytext.read(chapter.path)
+    exe = nbformat.read(executed, as_version=4)
+    injected = [c for c in exe.cells if "injected-parameters" in c.metadata.get("tags", [])]
+    exe_code = [c for c in exe.cells if c.cell_type == "code" and c not in injected]
+    src_code = [c for c in src.cells if c.cell_type == "code"]
+    if [c.source for c in src_code] != [c.source for c in exe_code]:
+        cells = list(exe.cells)          # the code changed since it ran: show the run as it was
+    else:
+        cells, outputs = [], iter(exe_code)
+        for c in src.cells:
+            if c.cell_type == "code":
+                cells.append(next(outputs))
+                if "parameters" in c.metadata.get("tags", []):
+                    cells.extend(injected)
+            else:
+                cells.append(c)
+    exe.cells = cells + [nbformat.v4.new_markdown_cell(tail)]
+    for i, cell in enumerate(exe.cells):
+        cell["id"] = f"cell-{i}"
+    return nbformat.writes(exe)
+
+
+def _mathjax_dir() -> Path | None:
+    try:
+        import mathjax  # the django-static-mathjax package: MathJax 3 as static files
+    except ImportError:
+        return None
+    es5 = Path(mathjax.__file__).parent / "static" / "mathjax" / "es5"
+    return es5 if (es5 / "tex-chtml.js").exists() else None
+
+
+def stage(root: Path, run_dir: Path, executed: list[str] | None = None) -> Path:
     """Write the staging folder for `run_dir`'s executed notebooks; return its path."""
     chapters = discover(root)
+    verified = load_verified(root / VERIFIED_DIR)
     src = root / "_build" / "site-src"
     for name in ("_config.yml", "_toc.yml"):
         _sync((root / name).read_bytes(), src / name)
@@ -66,14 +193,26 @@ def stage(root: Path, run_dir: Path) -> Path:
             data = f.read_text() if f.suffix == ".md" else f.read_bytes()
             if f.name == "claims.md":
                 data = data.replace(LEDGER_MARKER, ledger_markdown(run_dir, chapters))
+            if f.name == "status.md":
+                data = data.replace(STATUS_MARKER, status_markdown(run_dir, chapters, verified, executed or []))
             _sync(data, src / f.relative_to(root))
+    keep = set()
     for c in chapters:
-        executed = run_dir / "notebooks" / f"{c.path.stem}.ipynb"
-        _sync(executed.read_bytes(), src / "notebooks" / executed.name)
-    keep = {f"{c.path.stem}.ipynb" for c in chapters}
-    for stale in (src / "notebooks").glob("*.ipynb"):
+        executed_nb = run_dir / "notebooks" / f"{c.path.stem}.ipynb"
+        _sync(merged_notebook(c, executed_nb, chapter_tail(c, run_dir, verified)), src / "notebooks" / executed_nb.name)
+        _sync(c.path.read_bytes(), src / "notebooks" / "sources" / c.path.name)
+        keep |= {executed_nb.name, c.path.name}
+    for stale in list((src / "notebooks").glob("*.ipynb")) + list((src / "notebooks" / "sources").glob("*.md")):
         if stale.name not in keep:
             stale.unlink()
+    _sync((Path(__file__).parent / "assets" / "lmbook.css").read_bytes(), src / "_lmbook_static" / "lmbook.css")
+    mathjax = _mathjax_dir()
+    if mathjax is None:
+        raise RuntimeError("MathJax is missing: `pip install django-static-mathjax` (a dependency of lmbook) "
+                           "provides the copy the site serves offline")
+    target = src / "_mathjax" / "mathjax"   # not _static: Jupyter Book links every .js file found there
+    if not (target / "tex-chtml.js").exists():
+        shutil.copytree(mathjax, target, dirs_exist_ok=True)
     return src
 
 
@@ -81,18 +220,24 @@ def build(root: Path, profile: str, jobs: int = 1) -> int:
     """Execute what is not current for `profile`, then render the site. Returns an exit code."""
     chapters = discover(root)
     run_dir = default_out(root, profile)
+    t0 = time.perf_counter()
     results = run_chapters(chapters, profile, "auto", 0, run_dir, jobs=jobs)
+    t_exec = time.perf_counter() - t0
     print(summary(results))
     missing = [c.id for c in chapters if not (run_dir / "notebooks" / f"{c.path.stem}.ipynb").exists()]
     if missing:
         print(f"cannot build: no executed notebook for {', '.join(missing)}", file=sys.stderr)
         return 1
-    src = stage(root, run_dir)
+    t1 = time.perf_counter()
+    src = stage(root, run_dir, executed=[r.id for r in results if r.status != "cached"])
     jb = shutil.which("jupyter-book", path=str(Path(sys.executable).parent)) or shutil.which("jupyter-book")
     cmd = [jb, "build", str(src), "--path-output", str(root), "--warningiserror", "--keep-going"]
     done = subprocess.run(cmd)
+    t_render = time.perf_counter() - t1
     if done.returncode != 0:
         print("the book build failed (Sphinx warnings count as errors); see the messages above", file=sys.stderr)
         return 1
-    print(f"site: {root / '_build' / 'html' / 'index.html'}")
+    executed = sum(r.status != "cached" for r in results)
+    print(f"site: {root / '_build' / 'html' / 'index.html'}  "
+          f"({executed} chapters executed in {t_exec:.1f} s, rendered in {t_render:.1f} s)")
     return 0 if all(r.ok for r in results) else 1

@@ -1,6 +1,8 @@
 """Shared fixtures: the project root, a fixture project with one tiny chapter, and one ci run of the
 real chapters shared by the chapter tests and the book-build test."""
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -27,3 +29,10 @@ def ci_run():
     out = default_out(ROOT, "ci")
     results = run_chapters(chapters, "ci", "auto", 0, out)
     return chapters, results, out
+
+
+@pytest.fixture(scope="session")
+def built_site(ci_run):
+    """`lmbook build --profile ci` once per session (reusing the ci run); returns the finished process."""
+    return subprocess.run([sys.executable, "-m", "lmbook", "build", "--profile", "ci"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=1800)
