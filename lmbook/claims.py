@@ -60,12 +60,12 @@ class ClaimRecord:
         return json.dumps(dataclasses.asdict(self), indent=2, allow_nan=True)
 
 
-def versions() -> dict:
-    """Python, torch, numpy, sympy and lmbook versions (those importable)."""
+def versions(names=("lmbook", "torch", "numpy", "sympy")) -> dict:
+    """The Python version and those of the installed distributions `names` (None where absent)."""
     import importlib.metadata as md
 
     out = {"python": platform.python_version()}
-    for name in ("lmbook", "torch", "numpy", "sympy"):
+    for name in names:
         try:
             out[name] = md.version(name)
         except md.PackageNotFoundError:
@@ -97,7 +97,7 @@ def evaluate(kind, predicted, measured, tolerance, se=None, rival=None):
 
 
 def _fmt(x) -> str:
-    return "nan" if x is None else f"{x:.6g}"
+    return "-" if x is None else f"{x:.6g}"
 
 
 def failure_message(r: ClaimRecord) -> str:
@@ -119,7 +119,8 @@ def failure_message(r: ClaimRecord) -> str:
     return head + numbers + why
 
 
-def _write_atomic(path: Path, text: str) -> None:
+def write_atomic(path: Path, text: str) -> None:
+    """Write `text` to `path` through a temporary file in the same folder and a rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -149,7 +150,9 @@ class Claims:
         if not _ID.match(str(claim)):
             raise UsageError(f"claim id {claim!r} must be letters, digits, '-', '_' or '.'")
         if any(r.claim == claim for r in self.records):
-            raise UsageError(f"claim id {claim!r} is used twice in chapter {self.chapter}; give each claim its own id")
+            if self.results_dir is not None:
+                raise UsageError(f"claim id {claim!r} is used twice in chapter {self.chapter}; give each claim its own id")
+            self.records = [r for r in self.records if r.claim != claim]   # interactive: a cell run again
         if kind not in KINDS:
             raise UsageError(f"claim kind {kind!r} is unknown; use one of {', '.join(KINDS)}")
         if not str(statement).strip():
@@ -162,10 +165,15 @@ class Claims:
             raise UsageError(f"claim {claim}: tolerance must be a non-negative half-width, got {tolerance}")
         if rival is not None and not rival_name:
             raise UsageError(f"claim {claim}: a rival needs rival_name (which theory predicts it)")
-        scale = float(os.environ.get("LMBOOK_PREDICTION_SCALE", "1") or 1)
+        try:
+            scale = float(os.environ.get("LMBOOK_PREDICTION_SCALE", "1") or 1)
+        except ValueError:
+            raise UsageError("LMBOOK_PREDICTION_SCALE must be a number such as 1.2; unset it for normal runs") from None
         predicted = _as_float("predicted", predicted) * scale
         measured = _as_float("measured", measured)
         se = None if se is None else _as_float("se", se)
+        if se is not None and math.isfinite(se) and se < 0:
+            raise UsageError(f"claim {claim}: se must be a non-negative standard error, got {se}")
         rival = None if rival is None else _as_float("rival", rival)
         passed, miss, allowed = evaluate(kind, predicted, measured, tolerance, se, rival)
         record = ClaimRecord(
@@ -177,7 +185,7 @@ class Claims:
             created=datetime.now(timezone.utc).isoformat(timespec="seconds"), prediction_scale=scale)
         self.records.append(record)
         if self.results_dir is not None:
-            _write_atomic(self.results_dir / f"{claim}.json", record.to_json())
+            write_atomic(self.results_dir / f"{claim}.json", record.to_json())
         if not passed:
             raise ClaimFailed(failure_message(record))
         return record

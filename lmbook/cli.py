@@ -1,4 +1,4 @@
-"""The `lmbook` command: list, run, claims, build. Exit 0 all passed, 1 a claim or cell failed,
+"""The `lmbook` command: list, run, claims, build, bench. Exit 0 all passed, 1 a claim or cell failed,
 2 bad arguments (with the valid choices named)."""
 from __future__ import annotations
 
@@ -83,6 +83,15 @@ def cmd_build(args) -> int:
     return build(_root(args), check_profile(args.profile or default_profile()), jobs=args.jobs)
 
 
+def cmd_bench(args) -> int:
+    from .bench import run, text_table
+
+    result = run(args.benchmark, models=args.models, width=args.width, steps=args.steps, batch=args.batch,
+                 dtype=args.dtype, threads=args.threads, repeats=args.repeats)
+    print(json.dumps(result, indent=2) if args.format == "json" else text_table(result))
+    return 0 if result["agree"] else 1
+
+
 def parser() -> argparse.ArgumentParser:
     p = _Parser(prog="lmbook", description="Learning Mechanics, executable: run chapters, check claims, build the book.")
     p.add_argument("--root", help="project folder holding notebooks/ and _toc.yml (default: this checkout)")
@@ -113,6 +122,19 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--profile", choices=("ci", "full"), help="default: full with CUDA, else ci")
     s.add_argument("--jobs", type=int, default=1)
     s.set_defaults(func=cmd_build)
+
+    s = sub.add_parser("bench", help="time a batched computation against its plain loop (exit 1 if they disagree)")
+    s.add_argument("benchmark", metavar="BENCHMARK", help="ensemble: many small MLPs trained at once vs one by one")
+    s.add_argument("--models", type=int, default=64, help="number of MLPs (default 64)")
+    s.add_argument("--width", type=int, default=64, help="hidden width of the two hidden layers (default 64)")
+    s.add_argument("--steps", type=int, default=100, help="gradient steps (default 100)")
+    s.add_argument("--batch", type=int, default=128, help="batch size, shared by all models (default 128)")
+    s.add_argument("--dtype", default="float32", help="float32 (default) or float64")
+    s.add_argument("--threads", type=int,
+                   help="torch threads for all three methods (default: torch's; 1 is steadier on a busy machine)")
+    s.add_argument("--repeats", type=int, default=1, help="time each method this many times, keep the best")
+    s.add_argument("--format", choices=("table", "json"), default="table")
+    s.set_defaults(func=cmd_bench)
     return p
 
 

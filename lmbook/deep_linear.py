@@ -58,9 +58,14 @@ def end_to_end(weights):
     return W
 
 
+def project(W, U, V):
+    """The diagonal of U^T W V for a batch of maps W: u_a = u_a^T W v_a, shape (n, r)."""
+    return ((W @ V) * U).sum(-2)
+
+
 def mode_strengths(weights, U, V):
-    """u_a = u_a^T W v_a, shape (n, r)."""
-    return ((end_to_end(weights) @ V) * U).sum(-2)
+    """u_a = u_a^T W v_a of the end-to-end map, shape (n, r)."""
+    return project(end_to_end(weights), U, V)
 
 
 def population_grads(weights, Syx):
@@ -85,8 +90,6 @@ def population_grads(weights, Syx):
     return grads, W
 
 
-
-
 def train(weights, Syx, U, V, lr: float, steps: int):
     """Run `steps` of gradient descent; return the mode strengths after every step, shape (steps+1, n, r),
     and the final weights."""
@@ -94,7 +97,7 @@ def train(weights, Syx, U, V, lr: float, steps: int):
     traj = torch.empty(steps + 1, weights[0].shape[0], U.shape[1], dtype=weights[0].dtype, device=weights[0].device)
     for k in range(steps + 1):
         grads, W = population_grads(weights, Syx)
-        traj[k] = ((W @ V) * U).sum(-2)
+        traj[k] = project(W, U, V)
         if k < steps:
             for w, g in zip(weights, grads):
                 w.sub_(g, alpha=lr)

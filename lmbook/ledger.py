@@ -11,7 +11,7 @@ COLUMNS = ("chapter", "claim", "kind", "predicted", "measured", "tolerance", "ri
 
 
 def load_records(run_dir) -> list[dict]:
-    """Every claim record under `run_dir`/claims (or `run_dir` itself), sorted by chapter then time."""
+    """Every claim record under `run_dir`/claims (or `run_dir` itself), by chapter, in the order checked."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise UsageError(f"no run folder at {run_dir}; run chapters first with `lmbook run --out {run_dir}`")
@@ -24,7 +24,7 @@ def load_records(run_dir) -> list[dict]:
             raise UsageError(f"{path} is not a claim record ({e}); delete it or rerun the chapter") from None
         if isinstance(rec, dict) and {"chapter", "claim", "predicted", "measured"} <= rec.keys():
             records.append(rec)
-    return sorted(records, key=lambda r: (r["chapter"], r.get("created", ""), r["claim"]))
+    return sorted(records, key=lambda r: (r["chapter"], r.get("wall_seconds", 0.0), r["claim"]))   # chapter order
 
 
 def _num(x, se=None) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .claims import _write_atomic
+from .claims import write_atomic
 
 VERIFIED_DIR = Path("book") / "verified"
 CLAIM_KEYS = ("claim", "statement", "kind", "predicted", "measured", "se", "tolerance", "tolerance_origin",
@@ -27,7 +27,7 @@ def write_verified(directory: Path, run_info: dict, records: list[dict]) -> Path
         "claims": [{k: r.get(k) for k in CLAIM_KEYS} for r in records],
     }
     path = Path(directory) / f"{run_info['chapter']}.json"
-    _write_atomic(path, json.dumps(entry, indent=2) + "\n")
+    write_atomic(path, json.dumps(entry, indent=2) + "\n")
     return path
 
 

@@ -24,13 +24,17 @@ from pathlib import Path
 import torch
 
 from .chapters import Chapter
-from .claims import _write_atomic
+from .claims import write_atomic
 from .ledger import load_records
 from .profiles import check_profile, device_name, resolve_device
 from .provenance import write_verified
 
 MIN_CLAIMS = 3
 LIB_DIR = Path(__file__).resolve().parent
+# Modules that build the site or drive runs but never execute inside a chapter: editing them must not
+# re-execute the chapters.
+NOT_IN_CHAPTERS = {"__main__.py", "bench.py", "cli.py", "provenance.py", "runner.py", "site.py", "sphinx_ext.py"}
+CELL_TIMEOUT_S = 3600
 
 
 @dataclasses.dataclass
@@ -64,7 +68,7 @@ def code_signature(chapter: Chapter) -> str:
 def cache_key(chapter: Chapter, parameters: dict) -> str:
     h = hashlib.sha256()
     h.update(code_signature(chapter).encode())
-    for src in sorted(LIB_DIR.rglob("*.py")):
+    for src in sorted(p for p in LIB_DIR.rglob("*.py") if p.name not in NOT_IN_CHAPTERS):
         h.update(str(src.relative_to(LIB_DIR)).encode())
         h.update(src.read_bytes())
     h.update(json.dumps(parameters, sort_keys=True).encode())
@@ -82,7 +86,9 @@ def is_current(chapter: Chapter, out: Path, key: str) -> bool:
     if not (notebook.exists() and run_file.exists()):
         return False
     info = json.loads(run_file.read_text())
-    return info.get("key") == key and info.get("status") == "passed"
+    claims_dir = out / "claims" / chapter.id
+    n_records = len(list(claims_dir.glob("*.json"))) if claims_dir.is_dir() else 0
+    return info.get("key") == key and info.get("status") == "passed" and n_records == info.get("claims_total")
 
 
 def _contract_problem(records: list[dict]) -> str:
@@ -103,7 +109,7 @@ def run_chapter(chapter: Chapter, profile: str, device: str, seed: int, out: Pat
     out = Path(out).resolve()
     notebook, claims_dir, run_file = _paths(chapter, out)
     parameters = {"profile": profile, "device": device, "seed": int(seed), "results_dir": str(claims_dir)}
-    key = cache_key(chapter, {**parameters, "results_dir": None, "device_type": resolve_device(device).type})
+    key = cache_key(chapter, {"profile": profile, "seed": int(seed), "device_type": resolve_device(device).type})
     if not force and is_current(chapter, out, key):
         records = load_records(claims_dir) if claims_dir.is_dir() else []
         info = json.loads(run_file.read_text())
@@ -119,10 +125,13 @@ def run_chapter(chapter: Chapter, profile: str, device: str, seed: int, out: Pat
     t0 = time.perf_counter()
     try:
         pm.execute_notebook(nb, str(partial), parameters=parameters, kernel_name="python3",
-                            cwd=str(chapter.path.parent), progress_bar=progress, log_output=False)
+                            cwd=str(chapter.path.parent), progress_bar=progress, log_output=False,
+                            execution_timeout=CELL_TIMEOUT_S)
     except pm.PapermillExecutionError as e:
         status = "failed" if e.ename == "ClaimFailed" else "error"
         message = e.evalue if e.ename == "ClaimFailed" else f"{e.ename}: {e.evalue} (cell {e.exec_count})"
+    except Exception as e:             # a dead kernel, a cell past the timeout, no kernel at all
+        status, message = "error", f"{type(e).__name__}: {e}"
     except BaseException:
         partial.unlink(missing_ok=True)
         raise
@@ -139,8 +148,9 @@ def run_chapter(chapter: Chapter, profile: str, device: str, seed: int, out: Pat
             "profile": profile, "device": device_name(resolve_device(device)), "seed": int(seed),
             "claims_passed": passed, "claims_total": len(records), "torch": torch.__version__,
             "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"), "message": message}
-    _write_atomic(run_file, json.dumps(info, indent=2))
-    if verified_dir is not None and profile == "full" and records and status != "error":
+    write_atomic(run_file, json.dumps(info, indent=2))
+    scaled = any(r.get("prediction_scale", 1.0) != 1.0 for r in records)
+    if verified_dir is not None and profile == "full" and records and status != "error" and not scaled:
         write_verified(verified_dir, info, records)
     return ChapterResult(chapter.id, chapter.title, status, passed, len(records), wall, message)
 

@@ -21,6 +21,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from .chapters import PARTS, discover
+from .claims import versions
 from .ledger import load_records, markdown_table, notes_markdown
 from .provenance import VERIFIED_DIR, load_verified, panel_markdown
 from .runner import default_out, run_chapters, summary
@@ -69,15 +70,7 @@ def _runs(run_dir: Path) -> list[dict]:
 
 
 def _versions() -> dict:
-    import importlib.metadata as md
-
-    out = {"Python": platform.python_version()}
-    for name in ("lmbook", "torch", "numpy", "sympy", "scipy", "jupyter-book", "sphinx", "papermill", "jupytext"):
-        try:
-            out[name] = md.version(name)
-        except md.PackageNotFoundError:
-            out[name] = "-"
-    return out
+    return versions(("lmbook", "torch", "numpy", "sympy", "scipy", "jupyter-book", "sphinx", "papermill", "jupytext"))
 
 
 def _hardware() -> dict:
@@ -99,7 +92,7 @@ def status_markdown(run_dir: Path, chapters, verified: dict, executed: list[str]
     """The generated part of the status page: versions, hardware, per-chapter run times, full-scale records."""
     lines = [f"Built {datetime.now(timezone.utc).isoformat(timespec='seconds')} from the run in `{run_dir.name}`.", "",
              "| software | version |", "|---|---|"]
-    lines += [f"| {k} | {v} |" for k, v in _versions().items()]
+    lines += [f"| {'Python' if k == 'python' else k} | {v or '-'} |" for k, v in _versions().items()]
     lines += ["", "| hardware of this build | |", "|---|---|"] + [f"| {k} | {v} |" for k, v in _hardware().items()]
     runs = {r["chapter"]: r for r in _runs(run_dir)}
     lines += ["", "## Chapters", "", "| chapter | part | profile | device | claims | wall time | this build |",
@@ -211,7 +204,8 @@ def stage(root: Path, run_dir: Path, executed: list[str] | None = None) -> Path:
         raise RuntimeError("MathJax is missing: `pip install django-static-mathjax` (a dependency of lmbook) "
                            "provides the copy the site serves offline")
     target = src / "_mathjax" / "mathjax"   # not _static: Jupyter Book links every .js file found there
-    if not (target / "tex-chtml.js").exists():
+    n_files = sum(1 for f in mathjax.rglob("*") if f.is_file())
+    if not target.is_dir() or sum(1 for f in target.rglob("*") if f.is_file()) != n_files:
         shutil.copytree(mathjax, target, dirs_exist_ok=True)
     return src
 

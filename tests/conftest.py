@@ -21,6 +21,17 @@ def fixture_root(tmp_path):
     return tmp_path
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny float64 ops: one torch thread is faster, and far faster on a busy machine (OpenMP barriers)."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="session")
 def ci_run():
     """Every chapter of the book run once at the ci profile into the default run folder (the same

@@ -27,6 +27,14 @@ def test_every_chapter_passes_its_claims(ci_run):
         assert all(r["passed"] and r["profile"] == "ci" and r["tolerance_origin"] for r in mine)
 
 
+def test_claims_hold_for_another_seed(tmp_path):
+    """The claims must hold for any seed, not just the default one: run every chapter with seed 1."""
+    results = run_chapters(discover(ROOT), "ci", "auto", 1, tmp_path)
+    failures = [f"{r.id} ({r.status}): {r.message}" for r in results if not r.ok]
+    assert not failures, "\n\n".join(failures)
+    assert all(r["seed"] == 1 and r["passed"] for r in load_records(tmp_path))
+
+
 def test_the_table_of_contents_lists_every_chapter():
     toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
     files = [ch["file"] for part in toc["parts"] for ch in part["chapters"]]
@@ -42,8 +50,8 @@ def test_a_wrong_prediction_makes_the_run_fail(tmp_path, monkeypatch):
     """Move every prediction of chapter 1 by 20%: the run must fail, saying what was predicted,
     what was measured and by how much it missed."""
     monkeypatch.setenv("LMBOOK_PREDICTION_SCALE", "1.2")
-    done = subprocess.run([sys.executable, "-m", "lmbook", "run", "deep-linear", "--out", str(tmp_path)],
-                          capture_output=True, text=True, timeout=900)
+    done = subprocess.run([sys.executable, "-m", "lmbook", "run", "deep-linear", "--profile", "ci", "--no-record",
+                           "--out", str(tmp_path)], capture_output=True, text=True, timeout=900)
     assert done.returncode == 1, done.stdout + done.stderr
     assert "FAILED deep-linear" in done.stdout
     assert "claim deep-linear/" in done.stdout and "predicted" in done.stdout and "missed by" in done.stdout

@@ -75,6 +75,8 @@ def test_bad_input_is_a_usage_error(claims):
         claims.check("c", "x", predicted=1.0, measured=1.0, tolerance=1, tolerance_origin="o", rival=2.0)
     with pytest.raises(UsageError, match="must be a number"):
         claims.check("c", "x", predicted="one", measured=1.0, tolerance=1, tolerance_origin="o")
+    with pytest.raises(UsageError, match="non-negative standard error"):
+        claims.check("c", "x", predicted=1.0, measured=1.0, se=-0.1, tolerance=1, tolerance_origin="o")
     claims.check("c", "x", predicted=1.0, measured=1.0, tolerance=1, tolerance_origin="o")
     with pytest.raises(UsageError, match="used twice"):
         claims.check("c", "x", predicted=1.0, measured=1.0, tolerance=1, tolerance_origin="o")
@@ -102,9 +104,16 @@ def test_prediction_scale_is_applied_and_recorded(claims, monkeypatch):
     assert claims.records[-1].prediction_scale == 1.2
 
 
+def test_bad_prediction_scale_is_a_usage_error(claims, monkeypatch):
+    monkeypatch.setenv("LMBOOK_PREDICTION_SCALE", "big")
+    with pytest.raises(UsageError, match="LMBOOK_PREDICTION_SCALE"):
+        claims.check("c", "x", predicted=1.0, measured=1.0, tolerance=0.1, tolerance_origin="o")
+
+
 def test_memory_only_when_no_results_dir():
     c = Claims("unit", "ci", "cpu", 0, "")
     c.check("c", "x", predicted=1.0, measured=1.0, tolerance=0.1, tolerance_origin="o")
+    c.check("c", "x", predicted=1.0, measured=1.0, tolerance=0.1, tolerance_origin="o")   # a cell run again
     assert len(c.records) == 1 and "c" in repr(c.table()) and "<table" in c.table()._repr_html_()
 
 
