@@ -1,0 +1,34 @@
+"""Kernel gradient descent: what a network in the lazy (fixed-kernel) regime does, in closed form.
+
+Convention: the loss is the mean squared error (1/2P) sum_p (f(x_p) - y_p)^2 over P training inputs and the
+step is lr, so the training outputs follow f_{t+1} = f_t - (lr/P) K (f_t - y) with K the (P, P) kernel on the
+training inputs. After t steps the change of the outputs is
+    train:  (I - (I - lr K / P)^t) (y - f_0)
+    test:   K_*X K^{-1} (I - (I - lr K / P)^t) (y - f_0)      (K_*X the (Q, P) kernel between test and train)
+which is the continuous-time (I - exp(-lr K t / P)) form with exact discrete-time decay factors.
+"""
+from __future__ import annotations
+
+import torch
+
+__all__ = ["output_change", "decay_factors"]
+
+
+def decay_factors(eigenvalues: torch.Tensor, lr: float, steps: int, P: int) -> torch.Tensor:
+    """(1 - lr lambda / P)^steps: the factor by which the residual along each kernel eigenvector shrinks."""
+    return (1 - lr * eigenvalues / P) ** steps
+
+
+def output_change(K: torch.Tensor, residual0: torch.Tensor, lr: float, steps: int,
+                  K_test: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(train change, test change) of the outputs after `steps` steps of kernel gradient descent.
+
+    K: (P, P) symmetric positive definite; residual0 = y - f_0, shape (P,) or (S, P) for S runs sharing K;
+    K_test: (Q, P) or None. Returns tensors shaped like residual0 (test: (..., Q)), or None for the test part."""
+    P = K.shape[0]
+    evals, evecs = torch.linalg.eigh(K)
+    grown = 1 - decay_factors(evals, lr, steps, P)
+    coeff = residual0 @ evecs                                   # (..., P) in the eigenbasis
+    train = (coeff * grown) @ evecs.T
+    test = None if K_test is None else (coeff * grown / evals) @ (K_test @ evecs).T
+    return train, test

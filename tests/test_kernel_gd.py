@@ -1,0 +1,25 @@
+"""Kernel gradient descent in closed form equals iterating the update."""
+import torch
+
+from lmbook.kernel_gd import output_change
+
+
+def test_closed_form_equals_iterated_kernel_gradient_descent():
+    g = torch.Generator().manual_seed(0)
+    A = torch.randn(12, 7, generator=g, dtype=torch.float64)
+    X, Xt = A[:7], A[7:]
+    kern = lambda a, b: torch.exp(-torch.cdist(a, b) ** 2 / 4)  # noqa: E731
+    K, Ks = kern(X, X), kern(Xt, X)
+    y = torch.randn(7, generator=g, dtype=torch.float64)
+    f0 = torch.randn(3, 7, generator=g, dtype=torch.float64)
+    lr, steps = 0.8 * 7 / torch.linalg.eigvalsh(K).max().item(), 25
+    f, ft = f0.clone(), torch.zeros(3, 5, dtype=torch.float64)
+    for _ in range(steps):
+        step = -(lr / 7) * (f - y)
+        f = f + step @ K
+        ft = ft + step @ Ks.T
+    train, test = output_change(K, y - f0, lr, steps, Ks)
+    assert torch.allclose(train, f - f0, atol=1e-12)
+    assert torch.allclose(test, ft, atol=1e-12)
+    only_train, none = output_change(K, y - f0[0], lr, steps)
+    assert none is None and torch.allclose(only_train, train[0], atol=1e-12)
