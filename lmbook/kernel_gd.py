@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["output_change", "decay_factors"]
+__all__ = ["output_change", "decay_factors", "residual_trajectory"]
 
 
 def decay_factors(eigenvalues: torch.Tensor, lr: float, steps: int, P: int) -> torch.Tensor:
@@ -32,3 +32,13 @@ def output_change(K: torch.Tensor, residual0: torch.Tensor, lr: float, steps: in
     train = (coeff * grown) @ evecs.T
     test = None if K_test is None else (coeff * grown / evals) @ (K_test @ evecs).T
     return train, test
+
+
+def residual_trajectory(K: torch.Tensor, residual0: torch.Tensor, lr: float, steps: int) -> torch.Tensor:
+    """The training residuals y - f_t of kernel gradient descent for t = 0 .. steps, shape (steps + 1, ..., P):
+    r_t = (I - lr K / P)^t r_0. K: (P, P), or (S, P, P) with residual0 (S, P), one kernel per run."""
+    P = K.shape[-1]
+    evals, evecs = torch.linalg.eigh(K)
+    coeff = torch.einsum("...p,...pq->...q", residual0, evecs)            # (..., P) in each eigenbasis
+    t = torch.arange(steps + 1, dtype=K.dtype, device=K.device).reshape(-1, *([1] * evals.ndim))
+    return torch.einsum("t...q,...pq->t...p", coeff * (1 - lr * evals / P) ** t, evecs)

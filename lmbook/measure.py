@@ -1,7 +1,15 @@
-"""Measurements on trajectories: first-passage times and log-log slopes."""
+"""Measurements: first-passage times, log-log slopes and finite-size exponents, crossings of sampled curves,
+jackknife standard errors, and the family-wise band of statistical claims."""
 from __future__ import annotations
 
+import math
+from typing import Callable
+
+import numpy as np
+import scipy.stats
 import torch
+
+from .claims import SE_FACTOR
 
 
 def crossing_times(traj: torch.Tensor, level) -> torch.Tensor:
@@ -29,3 +37,70 @@ def mean_and_se(x: torch.Tensor, dim: int = 0):
     """Mean and standard error of the mean along `dim` (NaNs propagate: a NaN never passes a claim)."""
     n = x.shape[dim]
     return x.mean(dim), x.std(dim) / n ** 0.5
+
+
+def finite_size_exponent(n, y: torch.Tensor, correction: float) -> torch.Tensor:
+    """The leading exponent p of y = A n^p (1 + c n^correction), fitted along the last dimension by nonlinear least
+    squares on log y (A, p and the amplitude c of the first correction all fitted; the linearised fit on
+    (1, log n, n^correction) is the starting point). `correction` < 0 is the known exponent of the relative first
+    correction; n broadcasts against y. Returns p with y's leading shape (NaN where y is not positive and finite)."""
+    from scipy.optimize import least_squares
+
+    y64 = torch.as_tensor(y, dtype=torch.float64).cpu()
+    n64 = torch.as_tensor(n, dtype=torch.float64).cpu().expand_as(y64)
+    rows_y, rows_n = y64.reshape(-1, y64.shape[-1]).numpy(), n64.reshape(-1, y64.shape[-1]).numpy()
+    out = []
+    for yr, nr in zip(rows_y, rows_n):
+        if not (yr > 0).all() or not torch.isfinite(torch.as_tensor(yr)).all():
+            out.append(float("nan"))
+            continue
+        ly, ln_, corr = torch.as_tensor(yr).log().numpy(), torch.as_tensor(nr).log().numpy(), nr ** correction
+        start = torch.linalg.lstsq(torch.as_tensor([[1.0, a, b] for a, b in zip(ln_, corr)]),
+                                   torch.as_tensor(ly)[:, None]).solution[:, 0].numpy()
+        start[2] = max(start[2], -0.9 / corr.max())                   # keep 1 + c n^correction positive
+
+        def residual(q):
+            return q[0] + q[1] * ln_ + np.log(np.maximum(1 + q[2] * corr, 1e-12)) - ly
+        out.append(float(least_squares(residual, start, xtol=1e-14, ftol=1e-14, gtol=1e-14).x[1]))
+    return torch.tensor(out, dtype=torch.float64).reshape(y64.shape[:-1])
+
+
+def fit_crossing(x, y, level: float = 0.0) -> float:
+    """Where the least-squares straight line through the points (x, y) reaches `level`."""
+    slope, intercept = np.polyfit(np.asarray(x, dtype=float), np.asarray(y, dtype=float), 1)
+    return float((level - intercept) / slope)
+
+
+def first_crossing(x, y, level: float = 0.0) -> float:
+    """Linear interpolation between the first neighbouring pair of points (x increasing) whose y values
+    straddle `level`; nan when no pair does."""
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    for k in range(len(x) - 1):
+        if (y[k] - level) * (y[k + 1] - level) <= 0 and y[k] != y[k + 1]:
+            return float(x[k] + (level - y[k]) * (x[k + 1] - x[k]) / (y[k + 1] - y[k]))
+    return math.nan
+
+
+def jackknife(statistic: Callable, samples, groups: int = 64):
+    """(value, se, dof) of statistic(mean over chains) for samples of shape (..., chains): the value on all
+    chains and the delete-a-group jackknife standard error over `groups` contiguous groups of chains
+    (one chain per group when there are fewer chains); dof = groups - 1."""
+    samples = np.asarray(samples.cpu() if isinstance(samples, torch.Tensor) else samples, dtype=float)
+    n = samples.shape[-1]
+    g = min(groups, n)
+    sums = np.stack([part.sum(-1) for part in np.array_split(samples, g, axis=-1)], axis=-1)
+    counts = np.array([part.shape[-1] for part in np.array_split(np.arange(n), g)])
+    value = statistic(sums.sum(-1) / n)
+    loo = np.array([statistic((sums.sum(-1) - sums[..., j]) / (n - counts[j])) for j in range(g)])
+    se = math.sqrt((g - 1) / g * ((loo - loo.mean()) ** 2).sum())
+    return float(value), se, g - 1
+
+
+def familywise_band(se, dof, comparisons: int, alpha: float = 0.01) -> float:
+    """Extra tolerance for a statistical claim. The ledger allows tolerance + 2 se; with this tolerance the band
+    is the two-sided Student-t quantile (dof degrees of freedom; math.inf: normal) at alpha/comparisons, so that
+    `comparisons` such checks of a correct prediction (claims x seeds) all pass with probability >= 1 - alpha
+    (Bonferroni)."""
+    p = alpha / (2 * comparisons)
+    q = scipy.stats.norm.isf(p) if math.isinf(dof) else scipy.stats.t.isf(p, dof)
+    return float((q - SE_FACTOR) * se)

@@ -20,7 +20,7 @@ from scipy.integrate import quad
 
 from .measure import crossing_times
 
-__all__ = ["circle_grid", "fourier_amplitudes", "learning_times", "cosine_coefficient"]
+__all__ = ["circle_grid", "fourier_amplitudes", "learning_times", "cosine_coefficient", "grid_eigenvalues"]
 
 
 def circle_grid(P: int, dtype=torch.float64, device=None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -35,11 +35,12 @@ def fourier_amplitudes(values: torch.Tensor) -> torch.Tensor:
 
 
 def learning_times(residuals: torch.Tensor, frequencies, level: float = math.exp(-1)) -> torch.Tensor:
-    """First (interpolated) record index at which the residual's amplitude at each frequency falls below `level`
-    times its initial amplitude. residuals: (T, ..., P) on the grid; returns (..., len(frequencies)), NaN where
-    the amplitude never falls that far. Multiply by the recording interval to get steps."""
+    """First record index at which the residual's amplitude at each frequency falls below `level` times its initial
+    amplitude, interpolated linearly in the log of the amplitude (exact for an exponential decay).
+    residuals: (T, ..., P) on the grid; returns (..., len(frequencies)), NaN where the amplitude never falls that
+    far. Multiply by the recording interval to get steps."""
     amp = fourier_amplitudes(residuals)[..., list(frequencies)]
-    return crossing_times(-(amp / amp[0]), -level)
+    return crossing_times(-torch.log(amp / amp[0]), -math.log(level))
 
 
 def cosine_coefficient(kernel, j: int) -> float:
@@ -47,3 +48,13 @@ def cosine_coefficient(kernel, j: int) -> float:
     to a float."""
     value, _ = quad(lambda t: float(kernel(t)) * math.cos(j * t), 0.0, math.pi, limit=200, epsabs=1e-13, epsrel=1e-11)
     return value / math.pi
+
+
+def grid_eigenvalues(kernel, P: int) -> np.ndarray:
+    """Eigenvalues lambda_j^grid, j = 0 .. P/2, of the kernel matrix divided by P on the P-point grid: the discrete
+    cosine sums (1/P) sum_p kernel(t_p) cos(j theta_p), t_p = the angle between theta_p and 0. They equal the
+    continuum lambda_j plus the aliased lambda_{j + P m}, m != 0. `kernel` maps an array of angles in [0, pi] to
+    values."""
+    theta = 2 * np.pi * np.arange(P) / P
+    values = np.asarray(kernel(np.arccos(np.cos(theta))), dtype=np.float64)
+    return np.fft.rfft(values).real / P

@@ -1,7 +1,8 @@
 """Batches of two-layer ReLU networks trained by full-batch gradient descent, with closed-form gradients
 and empirical NTKs (one hidden layer, so no autograd is needed and S networks train as one batched matmul).
 
-Network s of the batch (all parameters i.i.d. N(0, 1) at initialisation; x has shape (P, d)):
+Network s of the batch (all parameters i.i.d. N(0, 1) at initialisation; inputs x of shape (P, d), shared by
+the batch, or (S, P, d), one set of inputs per network; targets (P,) or (S, P) likewise):
     h = sigma_w / sqrt(d) * W x + sigma_b * b                              (W: n x d, b: n)
     f(x) = width**(1/2 - readout_exponent) * (sigma_w / sqrt(width) * v . relu(h) + sigma_b * c)   (v: n, c: scalar)
 readout_exponent = 1/2 is the NTK parameterisation of lmbook.kernels / lmbook.ntk.NTKMLP (its kernels are
@@ -24,7 +25,7 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["TwoLayer", "init_params", "outputs", "ntk", "train"]
+__all__ = ["TwoLayer", "init_params", "preactivations", "outputs", "ntk", "train"]
 
 
 @dataclass(frozen=True)
@@ -55,15 +56,15 @@ def init_params(arch: TwoLayer, networks: int, generator=None, dtype=torch.float
             "v": torch.randn(networks, n, **kw), "c": torch.randn(networks, **kw)}
 
 
-def _hidden(arch: TwoLayer, params: dict, x: torch.Tensor) -> torch.Tensor:
-    """Pre-activations h, shape (S, P, n)."""
-    return torch.baddbmm(arch.sigma_b * params["b"][:, None, :], x.expand(params["W"].shape[0], -1, -1),
+def preactivations(arch: TwoLayer, params: dict, x: torch.Tensor) -> torch.Tensor:
+    """Pre-activations h of the hidden layer, shape (S, P, n)."""
+    return torch.baddbmm(arch.sigma_b * params["b"][:, None, :], x.expand(params["W"].shape[0], -1, -1) if x.ndim == 2 else x,
                          params["W"].transpose(1, 2), alpha=arch.sigma_w / math.sqrt(arch.d))
 
 
 def outputs(arch: TwoLayer, params: dict, x: torch.Tensor, h: torch.Tensor | None = None) -> torch.Tensor:
     """f(x) of every network, shape (S, P) (h: the pre-activations on x, when already computed)."""
-    a = torch.relu(_hidden(arch, params, x) if h is None else h)
+    a = torch.relu(preactivations(arch, params, x) if h is None else h)
     return arch.readout * torch.bmm(a, params["v"][:, :, None])[..., 0] + arch.scale * arch.sigma_b * params["c"][:, None]
 
 
@@ -72,19 +73,19 @@ def ntk(arch: TwoLayer, params: dict, x1: torch.Tensor, x2: torch.Tensor | None 
     from the layerwise identity (readout: m^2 A A'^T + (scale sigma_b)^2; hidden: G G'^T * (sigma_w^2 x.x'/d + sigma_b^2),
     with A = relu(h), G = m v relu'(h), m the readout multiplier and relu'(0) = 0)."""
     x2 = x1 if x2 is None else x2
-    h1, h2 = _hidden(arch, params, x1), _hidden(arch, params, x2)
+    h1, h2 = preactivations(arch, params, x1), preactivations(arch, params, x2)
     m = arch.readout
     a_term = m * m * torch.einsum("spn,sqn->spq", torch.relu(h1), torch.relu(h2))
     g1 = (h1 > 0) * params["v"][:, None, :]
     g2 = (h2 > 0) * params["v"][:, None, :]
     g_term = m * m * torch.einsum("spn,sqn->spq", g1.to(h1.dtype), g2.to(h2.dtype))
-    inputs = arch.sigma_w ** 2 * (x1 @ x2.T) / arch.d + arch.sigma_b ** 2
+    inputs = arch.sigma_w ** 2 * (x1 @ x2.transpose(-1, -2)) / arch.d + arch.sigma_b ** 2
     return a_term + (arch.scale * arch.sigma_b) ** 2 + g_term * inputs
 
 
 def _grads(arch: TwoLayer, params: dict, x: torch.Tensor, g_out: torch.Tensor, h: torch.Tensor | None = None) -> dict:
     """Gradients of sum_p g_out[s, p] f_s(x_p) with respect to every parameter (g_out: (S, P))."""
-    h = _hidden(arch, params, x) if h is None else h
+    h = preactivations(arch, params, x) if h is None else h
     a = torch.relu(h)
     m = arch.readout
     dh = torch.ops.aten.threshold_backward(m * torch.bmm(g_out[:, :, None], params["v"][:, None, :]), h, 0.0)
@@ -115,9 +116,9 @@ def train(arch: TwoLayer, params: dict, x: torch.Tensor, y: torch.Tensor, lr, st
 
     params = {k: v.clone() for k, v in params.items()}
     record = {"step": [], "train": [], "eval": []}
-    P = x.shape[0]
+    P = x.shape[-2]
     for k in range(steps + 1):
-        h = _hidden(arch, params, x)
+        h = preactivations(arch, params, x)
         f = centred(outputs(arch, params, x, h), f0)
         if k % every == 0 or k == steps:
             record["step"].append(k)

@@ -1,7 +1,7 @@
 """Kernel gradient descent in closed form equals iterating the update."""
 import torch
 
-from lmbook.kernel_gd import output_change
+from lmbook.kernel_gd import output_change, residual_trajectory
 
 
 def test_closed_form_equals_iterated_kernel_gradient_descent():
@@ -23,3 +23,17 @@ def test_closed_form_equals_iterated_kernel_gradient_descent():
     assert torch.allclose(test, ft, atol=1e-12)
     only_train, none = output_change(K, y - f0[0], lr, steps)
     assert none is None and torch.allclose(only_train, train[0], atol=1e-12)
+
+
+def test_residual_trajectory_iterates_the_update_for_one_or_many_kernels():
+    g = torch.Generator().manual_seed(1)
+    A = torch.randn(2, 6, 6, generator=g, dtype=torch.float64)
+    K = A @ A.transpose(1, 2) + torch.eye(6, dtype=torch.float64)
+    r0 = torch.randn(2, 6, generator=g, dtype=torch.float64)
+    lr = 0.5 * 6 / torch.linalg.eigvalsh(K).max().item()
+    traj = residual_trajectory(K, r0, lr, 10)
+    r = r0.clone()
+    for t in range(11):
+        assert torch.allclose(traj[t], r, atol=1e-12)
+        r = r - (lr / 6) * torch.einsum("spq,sq->sp", K, r)
+    assert torch.allclose(residual_trajectory(K[0], r0[0], lr, 10), traj[:, 0], atol=1e-12)

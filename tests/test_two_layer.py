@@ -84,3 +84,19 @@ def test_training_steps_and_the_alpha_invariant_first_step():
         linear = 0.05 / 5 * torch.einsum("spq,q->sp", tl.ntk(arch, p, x), y)
         assert torch.allclose(rec["train"][1], linear, rtol=0.05 / alpha + 1e-3, atol=1e-3 / alpha)
         assert rec["eval"].shape == (2, 3, 2)
+
+
+def test_inputs_per_network_equal_running_each_network_alone():
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(3, 6, 4, generator=g, dtype=torch.float64)
+    y = torch.randn(3, 6, generator=g, dtype=torch.float64)
+    arch = tl.TwoLayer(4, 32, 1.4, 0.2)
+    p = tl.init_params(arch, 3, g)
+    pT, rec = tl.train(arch, p, x, y, 0.3, 5, x_eval=x[:, :2])
+    th = tl.ntk(arch, p, x)
+    for s in range(3):
+        one = {k: v[s:s + 1] for k, v in p.items()}
+        oneT, one_rec = tl.train(arch, one, x[s], y[s], 0.3, 5, x_eval=x[s, :2])
+        assert all(torch.allclose(pT[k][s], oneT[k][0], atol=1e-13) for k in p)
+        assert torch.allclose(rec["eval"][:, s], one_rec["eval"][:, 0], atol=1e-13)
+        assert torch.allclose(th[s], tl.ntk(arch, one, x[s])[0], atol=1e-13)
