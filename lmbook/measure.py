@@ -104,3 +104,16 @@ def familywise_band(se, dof, comparisons: int, alpha: float = 0.01) -> float:
     p = alpha / (2 * comparisons)
     q = scipy.stats.norm.isf(p) if math.isinf(dof) else scipy.stats.t.isf(p, dof)
     return float((q - SE_FACTOR) * se)
+
+
+def time_average(series: torch.Tensor, batches: int = 5) -> tuple[float, float]:
+    """(mean, standard error) of a correlated time series by the method of batch means: the series is cut
+    into `batches` consecutive blocks (the last len % batches samples dropped from the error estimate) and
+    the error is the standard deviation of the block means over sqrt(batches). Valid when a block is longer
+    than the correlation time; NaN for fewer than 2 samples per block."""
+    x = torch.as_tensor(series, dtype=torch.float64).flatten()
+    size = x.numel() // batches
+    if batches < 2 or size < 2:
+        return float(x.mean()) if x.numel() else math.nan, math.nan
+    means = x[:size * batches].view(batches, size).mean(1)
+    return float(x.mean()), float(means.std() / math.sqrt(batches))

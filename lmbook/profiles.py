@@ -72,6 +72,13 @@ def seed_everything(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
+def device_generator(generator: torch.Generator, device) -> torch.Generator:
+    """A torch.Generator on `device`, seeded from `generator` (the chapter's CPU generator from
+    `seed_everything`), so that the chapter's seed fixes every draw made on the device too."""
+    seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+    return torch.Generator(device=torch.device(device)).manual_seed(seed)
+
+
 def exact_arithmetic() -> None:
     """float64 by default and TF32 off, for claims that need exactness."""
     torch.set_default_dtype(torch.float64)

@@ -12,7 +12,7 @@ Conventions
   cross(eta, B, lam_i, lam_j) = M_ij (i != j), const(eta, B, sigma, lam_i) = c_i. Stationary quantities
   are +inf where the spectral radius of M is >= 1 (mean-square unstable).
 - Simulation: float64 state and float64 draws, on the device of `lam`; random numbers come from a
-  torch.Generator on that device (`device_generator` derives one from the chapter's CPU generator).
+  torch.Generator on that device (`lmbook.device_generator` derives one from the chapter's CPU generator).
   Chains of one batch size B run as one tensor (configs x chains x d); different B run one after another.
 """
 from __future__ import annotations
@@ -126,12 +126,6 @@ class MomentRecursion:
 
 
 # ---------------------------------------------------------------- simulation
-
-def device_generator(generator: torch.Generator, device) -> torch.Generator:
-    """A generator on `device`, seeded from `generator` (so a chapter's seed fixes every draw)."""
-    seed = int(torch.randint(0, 2**62, (1,), generator=generator))
-    return torch.Generator(device=torch.device(device)).manual_seed(seed)
-
 
 def excess_risk(w: torch.Tensor, w_star: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
     """(1/2) sum_k lam_k (w - w_star)_k^2 over the last axis."""

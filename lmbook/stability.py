@@ -216,16 +216,3 @@ def first_reach(series: torch.Tensor, level) -> torch.Tensor:
     -1 where a column never reaches it."""
     above = series >= torch.as_tensor(level, dtype=series.dtype, device=series.device)
     return torch.where(above.any(0), above.to(torch.int8).argmax(0), torch.full_like(above[0], -1, dtype=torch.long))
-
-
-def time_average(series: torch.Tensor, batches: int = 5) -> tuple[float, float]:
-    """(mean, standard error) of a correlated time series by the method of batch means: the series is cut
-    into `batches` consecutive blocks (the last len % batches samples dropped from the error estimate) and
-    the error is the standard deviation of the block means over sqrt(batches). Valid when a block is longer
-    than the correlation time; NaN for fewer than 2 samples per block."""
-    x = torch.as_tensor(series, dtype=torch.float64).flatten()
-    size = x.numel() // batches
-    if batches < 2 or size < 2:
-        return float(x.mean()) if x.numel() else math.nan, math.nan
-    means = x[:size * batches].view(batches, size).mean(1)
-    return float(x.mean()), float(means.std() / math.sqrt(batches))

@@ -48,3 +48,9 @@ def test_exact_arithmetic():
         assert not torch.backends.cuda.matmul.allow_tf32
     finally:
         torch.set_default_dtype(old)
+
+
+def test_device_generator_is_seeded():
+    a = lmbook.device_generator(torch.Generator().manual_seed(5), "cpu")
+    b = lmbook.device_generator(torch.Generator().manual_seed(5), "cpu")
+    assert torch.equal(torch.randn(3, generator=a), torch.randn(3, generator=b))

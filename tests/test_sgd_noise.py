@@ -126,9 +126,3 @@ def test_lyapunov_exponent_of_one_mode():
     ly = sn.lyapunov_exponents([eta], 1, lam, 64, 2000, 10, g)
     assert ly.shape == (1, 64)
     assert abs(ly.mean().item() - exact) < 4 * ly.std().item() / 8
-
-
-def test_device_generator_is_seeded():
-    a = sn.device_generator(torch.Generator().manual_seed(5), "cpu")
-    b = sn.device_generator(torch.Generator().manual_seed(5), "cpu")
-    assert torch.equal(torch.randn(3, generator=a), torch.randn(3, generator=b))

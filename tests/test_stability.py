@@ -9,6 +9,7 @@ from torch.func import hessian
 
 from lmbook import hessian as hs
 from lmbook import stability as st
+from lmbook.measure import time_average
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 WIDTHS = (5, 12, 9, 3)          # 5*12+12 + 12*9+9 + 9*3+3 = 219 parameters
@@ -130,7 +131,7 @@ def test_first_reach_and_time_average_exact():
     s = torch.tensor([[0.0, 5.0], [2.0, 1.0], [1.0, 1.0], [3.0, 1.0]])
     assert st.first_reach(s, 2.0).tolist() == [1, 0]
     assert st.first_reach(s, torch.tensor([3.0, 6.0])).tolist() == [3, -1]
-    mean, se = st.time_average(torch.tensor([1.0, 1.0, 3.0, 3.0]), batches=2)
+    mean, se = time_average(torch.tensor([1.0, 1.0, 3.0, 3.0]), batches=2)
     assert mean == 2.0 and abs(se - 1.0) < 1e-15                        # block means 1, 3: sd sqrt(2) / sqrt(2)
-    mean, se = st.time_average(torch.tensor([1.0, 2.0, 3.0]), batches=2)
+    mean, se = time_average(torch.tensor([1.0, 2.0, 3.0]), batches=2)
     assert mean == 2.0 and math.isnan(se)
