@@ -60,6 +60,12 @@ def sizes(profile: str, **per_profile) -> SimpleNamespace:
     missing = [p for p in PROFILES if p not in per_profile]
     if missing:
         raise UsageError(f"sizes() needs a dict for every profile; missing: {', '.join(missing)}")
+    keys = {p: set(per_profile[p]) for p in PROFILES}
+    for p in PROFILES:
+        odd = keys[p] - set.intersection(*keys.values())
+        if odd:
+            raise UsageError(f"sizes(): {', '.join(sorted(odd))} set for profile {p!r} only; every profile needs "
+                             "the same keys")
     return SimpleNamespace(**per_profile[profile])
 
 
@@ -84,3 +90,21 @@ def exact_arithmetic() -> None:
     torch.set_default_dtype(torch.float64)
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
+
+
+def start(profile: str, device: str, seed: int, results_dir: str = "", chapter: str | None = None):
+    """The prologue of every chapter: check the profile, pick the device, float64 with TF32 off, seed
+    everything, and open the chapter's claims. Returns (device, generator, claims).
+
+    The chapter id is `chapter`, else the `lmbook_chapter` that the runner injects from the chapter's
+    front matter, else "interactive" (a notebook opened by hand)."""
+    import sys
+
+    from .claims import Claims
+
+    check_profile(profile)
+    dev = resolve_device(device)
+    exact_arithmetic()
+    gen = seed_everything(seed)
+    chapter = chapter or sys._getframe(1).f_globals.get("lmbook_chapter") or "interactive"
+    return dev, gen, Claims(chapter, profile, device_name(dev), seed, results_dir)
