@@ -1,15 +1,11 @@
-"""Measurements: first-passage times, log-log slopes and finite-size exponents, crossings of sampled curves,
-jackknife standard errors, and the family-wise band of statistical claims."""
+"""Measurements: first-passage times, log-log slopes and finite-size exponents, crossings of sampled
+curves. "Never crossed" is NaN everywhere (lmbook.stats)."""
 from __future__ import annotations
 
 import math
-from typing import Callable
 
 import numpy as np
-import scipy.stats
 import torch
-
-from .claims import SE_FACTOR
 
 
 def crossing_times(traj: torch.Tensor, level) -> torch.Tensor:
@@ -31,12 +27,6 @@ def loglog_slope(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     lx, ly = torch.log(x), torch.log(y)
     lx = lx - lx.mean(-1, keepdim=True)
     return (lx * (ly - ly.mean(-1, keepdim=True))).sum(-1) / (lx ** 2).sum(-1)
-
-
-def mean_and_se(x: torch.Tensor, dim: int = 0):
-    """Mean and standard error of the mean along `dim` (NaNs propagate: a NaN never passes a claim)."""
-    n = x.shape[dim]
-    return x.mean(dim), x.std(dim) / n ** 0.5
 
 
 def finite_size_exponent(n, y: torch.Tensor, correction: float) -> torch.Tensor:
@@ -79,41 +69,3 @@ def first_crossing(x, y, level: float = 0.0) -> float:
         if (y[k] - level) * (y[k + 1] - level) <= 0 and y[k] != y[k + 1]:
             return float(x[k] + (level - y[k]) * (x[k + 1] - x[k]) / (y[k + 1] - y[k]))
     return math.nan
-
-
-def jackknife(statistic: Callable, samples, groups: int = 64):
-    """(value, se, dof) of statistic(mean over chains) for samples of shape (..., chains): the value on all
-    chains and the delete-a-group jackknife standard error over `groups` contiguous groups of chains
-    (one chain per group when there are fewer chains); dof = groups - 1."""
-    samples = np.asarray(samples.cpu() if isinstance(samples, torch.Tensor) else samples, dtype=float)
-    n = samples.shape[-1]
-    g = min(groups, n)
-    sums = np.stack([part.sum(-1) for part in np.array_split(samples, g, axis=-1)], axis=-1)
-    counts = np.array([part.shape[-1] for part in np.array_split(np.arange(n), g)])
-    value = statistic(sums.sum(-1) / n)
-    loo = np.array([statistic((sums.sum(-1) - sums[..., j]) / (n - counts[j])) for j in range(g)])
-    se = math.sqrt((g - 1) / g * ((loo - loo.mean()) ** 2).sum())
-    return float(value), se, g - 1
-
-
-def familywise_band(se, dof, comparisons: int, alpha: float = 0.01) -> float:
-    """Extra tolerance for a statistical claim. The ledger allows tolerance + 2 se; with this tolerance the band
-    is the two-sided Student-t quantile (dof degrees of freedom; math.inf: normal) at alpha/comparisons, so that
-    `comparisons` such checks of a correct prediction (claims x seeds) all pass with probability >= 1 - alpha
-    (Bonferroni)."""
-    p = alpha / (2 * comparisons)
-    q = scipy.stats.norm.isf(p) if math.isinf(dof) else scipy.stats.t.isf(p, dof)
-    return float((q - SE_FACTOR) * se)
-
-
-def time_average(series: torch.Tensor, batches: int = 5) -> tuple[float, float]:
-    """(mean, standard error) of a correlated time series by the method of batch means: the series is cut
-    into `batches` consecutive blocks (the last len % batches samples dropped from the error estimate) and
-    the error is the standard deviation of the block means over sqrt(batches). Valid when a block is longer
-    than the correlation time; NaN for fewer than 2 samples per block."""
-    x = torch.as_tensor(series, dtype=torch.float64).flatten()
-    size = x.numel() // batches
-    if batches < 2 or size < 2:
-        return float(x.mean()) if x.numel() else math.nan, math.nan
-    means = x[:size * batches].view(batches, size).mean(1)
-    return float(x.mean()), float(means.std() / math.sqrt(batches))
