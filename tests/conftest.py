@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from lmbook.chapters import discover
-from lmbook.runner import default_out, run_chapters
+from lmbook.engine.chapters import discover
+from lmbook.engine.runner import default_out, run_chapters
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"

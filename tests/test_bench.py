@@ -9,7 +9,7 @@ import torch
 
 from conftest import ROOT
 from lmbook.bench import _data, _lrs, _models, ensemble_bench, train_bmm, train_loop, train_vmap
-from lmbook.cli import main
+from lmbook.engine.cli import main
 from lmbook.errors import UsageError
 
 KEYS = {"models", "steps", "width", "batch", "threads", "torch", "loop_seconds", "ensemble_seconds", "speedup",

@@ -5,8 +5,8 @@ import json
 import pytest
 
 from conftest import ROOT
-from lmbook.chapters import discover
-from lmbook.runner import cache_key, default_out, run_chapters
+from lmbook.engine.chapters import discover
+from lmbook.engine.runner import cache_key, default_out, run_chapters
 
 pytestmark = pytest.mark.slow
 
@@ -30,7 +30,7 @@ def test_the_book_builds_and_shows_the_claims(built_site):
 
 
 def test_a_prose_edit_does_not_re_execute(fixture_root, tmp_path):
-    from lmbook.site import merged_notebook
+    from lmbook.engine.site import merged_notebook
 
     [chapter] = discover(fixture_root)
     key = cache_key(chapter, {"p": 1})

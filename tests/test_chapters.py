@@ -7,9 +7,9 @@ import pytest
 import yaml
 
 from conftest import ROOT
-from lmbook.chapters import discover
-from lmbook.ledger import load_records
-from lmbook.runner import run_chapters
+from lmbook.engine.chapters import discover
+from lmbook.engine.ledger import load_records
+from lmbook.engine.runner import run_chapters
 
 pytestmark = pytest.mark.slow
 

@@ -3,9 +3,9 @@ import json
 
 import pytest
 
-from lmbook.chapters import discover
-from lmbook.provenance import load_verified, panel_markdown, write_verified
-from lmbook.runner import run_chapters
+from lmbook.engine.chapters import discover
+from lmbook.engine.provenance import load_verified, panel_markdown, write_verified
+from lmbook.engine.runner import run_chapters
 
 
 def test_write_load_and_panel(tmp_path):

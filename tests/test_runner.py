@@ -4,9 +4,9 @@ import shutil
 
 import pytest
 
-from lmbook.chapters import discover, read_chapter, select
+from lmbook.engine.chapters import discover, read_chapter, select
 from lmbook.errors import UsageError
-from lmbook.runner import run_chapters
+from lmbook.engine.runner import run_chapters
 
 pytestmark = pytest.mark.slow
 

@@ -1,13 +1,14 @@
-"""The `lmbook` command: list, run, claims, build, bench. Exit 0 all passed, 1 a claim or cell failed,
-2 bad arguments (with the valid choices named)."""
+"""The `lmbook` command: list, run, sweep, claims, build, bench. Exit 0 all passed, 1 a claim or cell
+failed, 2 bad arguments (with the valid choices named), 130 interrupted (Ctrl-C)."""
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
-from .errors import UsageError
+from ..errors import UsageError
 
 
 class _Parser(argparse.ArgumentParser):
@@ -38,7 +39,7 @@ def cmd_list(args) -> int:
 def cmd_run(args) -> int:
     from .chapters import discover, select
     from .ledger import load_records, text_table
-    from .profiles import check_profile, default_profile, resolve_device
+    from ..profiles import check_profile, default_profile, resolve_device
     from .provenance import VERIFIED_DIR
     from .runner import default_out, run_chapters, summary
 
@@ -62,29 +63,54 @@ def cmd_run(args) -> int:
     return 0 if all(r.ok for r in results) else 1
 
 
+def cmd_sweep(args) -> int:
+    from ..profiles import check_profile, resolve_device
+    from .chapters import discover, select
+    from .sweep import SWEEP_FILE, parse_seeds, sweep, text_report, write_report
+
+    root = _root(args)
+    seeds = parse_seeds(args.seeds)
+    profile = check_profile(args.profile)
+    resolve_device(args.device)
+    chapters = select(discover(root), args.chapters)
+    out = Path(args.out) if args.out else root / "_build" / "sweeps" / profile
+    report = sweep(chapters, seeds, out, profile, args.device, args.jobs,
+                   progress=lambda line: print(line, file=sys.stderr, flush=True))
+    print(text_report(report))
+    print(f"report: {write_report(report, out / 'sweep.json')}")
+    if args.record:
+        print(f"recorded for the status page: {write_report(report, root / SWEEP_FILE)} (commit it)")
+    return 0 if report["ok"] else 1
+
+
 def cmd_claims(args) -> int:
-    from .ledger import load_records, text_table
-    from .profiles import default_profile
+    from ..profiles import default_profile
+    from .ledger import incomplete_chapters, load_records, text_table
     from .runner import default_out
 
     run_dir = Path(args.dir) if args.dir else default_out(_root(args), default_profile())
     records = load_records(run_dir)
+    unfinished = incomplete_chapters(run_dir)
+    records = [r for r in records if r["chapter"] not in unfinished]
     if args.format == "json":
         print(json.dumps(records, indent=2))
     else:
         print(text_table(records) if records else f"no claim records in {run_dir}")
-    return 0 if all(r["passed"] for r in records) else 1
+    for c in unfinished:
+        print(f"{c}: the run did not finish (interrupted or still running); its records are not counted",
+              file=sys.stderr)
+    return 0 if records and not unfinished and all(r["passed"] for r in records) else 1
 
 
 def cmd_build(args) -> int:
-    from .profiles import check_profile, default_profile
+    from ..profiles import check_profile, default_profile
     from .site import build
 
     return build(_root(args), check_profile(args.profile or default_profile()), jobs=args.jobs)
 
 
 def cmd_bench(args) -> int:
-    from .bench import run, text_table
+    from ..bench import run, text_table
 
     result = run(args.benchmark, models=args.models, width=args.width, steps=args.steps, batch=args.batch,
                  dtype=args.dtype, threads=args.threads, repeats=args.repeats)
@@ -112,6 +138,17 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--no-record", action="store_true",
                    help="with --profile full, do not write the full-scale records to book/verified/")
     s.set_defaults(func=cmd_run)
+
+    s = sub.add_parser("sweep", help="run chapters over many seeds and report each claim's calibration")
+    s.add_argument("chapters", nargs="*", metavar="CHAPTER", help="chapter ids or file stems (default: all)")
+    s.add_argument("--seeds", required=True, help="a range A-B (e.g. 100-119) or a list A,B,C")
+    s.add_argument("--profile", choices=("ci", "full"), default="ci")
+    s.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    s.add_argument("--jobs", type=int, default=1, help="chapters run at once")
+    s.add_argument("--out", help="folder for the runs, one per seed (default: _build/sweeps/PROFILE)")
+    s.add_argument("--record", action="store_true",
+                   help="also write the report to book/calibration/sweep.json for the status page")
+    s.set_defaults(func=cmd_sweep)
 
     s = sub.add_parser("claims", help="print the claims ledger of a run")
     s.add_argument("dir", nargs="?", help="run folder (default: _build/runs/PROFILE)")
@@ -145,6 +182,11 @@ def main(argv=None) -> int:
     except UsageError as e:
         print(f"lmbook: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("lmbook: interrupted; unfinished chapters keep no records (rerun them)", file=sys.stderr,
+              flush=True)
+        sys.stdout.flush()
+        os._exit(130)          # do not wait for chapter threads still running
 
 
 if __name__ == "__main__":

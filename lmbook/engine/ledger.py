@@ -5,7 +5,7 @@ import html
 import json
 from pathlib import Path
 
-from .errors import UsageError
+from ..errors import UsageError
 
 COLUMNS = ("chapter", "claim", "kind", "predicted", "measured", "tolerance", "rival", "passed")
 
@@ -25,6 +25,16 @@ def load_records(run_dir) -> list[dict]:
         if isinstance(rec, dict) and {"chapter", "claim", "predicted", "measured"} <= rec.keys():
             records.append(rec)
     return sorted(records, key=lambda r: (r["chapter"], r.get("wall_seconds", 0.0), r["claim"]))   # chapter order
+
+
+def incomplete_chapters(run_dir) -> list[str]:
+    """Chapters with claim records but no finished run file (interrupted, or running now)."""
+    run_dir = Path(run_dir)
+    claims = run_dir / "claims"
+    if not claims.is_dir() or not (run_dir / "runs").is_dir():
+        return []
+    return sorted(d.name for d in claims.iterdir() if d.is_dir() and any(d.glob("*.json"))
+                  and not (run_dir / "runs" / f"{d.name}.json").exists())
 
 
 def _num(x, se=None) -> str:

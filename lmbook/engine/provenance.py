@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .claims import write_atomic
+from ..records import write_atomic
 
 VERIFIED_DIR = Path("book") / "verified"
 CLAIM_KEYS = ("claim", "statement", "kind", "predicted", "measured", "se", "tolerance", "tolerance_origin",

@@ -4,19 +4,26 @@ A run folder holds, per chapter:
   notebooks/<file stem>.ipynb   the executed notebook (outputs kept)
   claims/<chapter id>/<claim>.json   one record per claim (lmbook.claims)
   runs/<chapter id>.json   status, wall time, cache key
-A chapter whose code cells, lmbook sources, parameters and torch version are unchanged since a passing
-run is not executed again: an edit of its prose only re-renders (lmbook.site merges the new prose
-with the stored outputs).
+  runs/<chapter id>.modules.json   the lmbook modules the chapter's kernel imported
+A chapter whose code cells, the lmbook modules its kernel imported, its parameters and the torch version
+are unchanged since a passing run is not executed again: an edit of its prose only re-renders
+(lmbook.engine.site merges the new prose with the stored outputs), an edit of the ledger or the site
+executes nothing, and an edit of a science module executes only the chapters that import it.
+The runner injects `lmbook_chapter` (the front matter's id), which `lmbook.start` reads.
+A run folder is locked while a run writes into it; a second run into it is refused.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import hashlib
 import json
 import os
 import shutil
 import sys
 import time
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
@@ -24,17 +31,21 @@ from pathlib import Path
 import torch
 
 from .chapters import Chapter
-from .claims import write_atomic
+from ..records import write_atomic
 from .ledger import load_records
-from .profiles import check_profile, device_name, resolve_device
+from ..profiles import check_profile, device_name, resolve_device
 from .provenance import write_verified
 
 MIN_CLAIMS = 3
-LIB_DIR = Path(__file__).resolve().parent
-# Modules that build the site or drive runs but never execute inside a chapter: editing them must not
-# re-execute the chapters.
-NOT_IN_CHAPTERS = {"__main__.py", "bench.py", "cli.py", "provenance.py", "runner.py", "site.py", "sphinx_ext.py"}
+MAX_CLAIMS = 20          # lmbook.stats.FAMILY: the Bonferroni divisor of the statistical bands
+LIB_DIR = Path(__file__).resolve().parents[1]
 CELL_TIMEOUT_S = 3600
+# Appended to the notebook for the run and removed from the stored notebook: which lmbook modules the
+# kernel imported (the cache key hashes exactly those files).
+MODULES_CELL = """import json as _j, sys as _s
+print("LMBOOK_MODULES=" + _j.dumps(sorted(
+    m.__file__ for n, m in list(_s.modules.items())
+    if (n == "lmbook" or n.startswith("lmbook.")) and getattr(m, "__file__", None))))"""
 
 
 @dataclasses.dataclass
@@ -65,12 +76,15 @@ def code_signature(chapter: Chapter) -> str:
     return json.dumps([[c.source, c.metadata.get("tags", [])] for c in nb.cells if c.cell_type == "code"])
 
 
-def cache_key(chapter: Chapter, parameters: dict) -> str:
+def cache_key(chapter: Chapter, parameters: dict, modules: list[str]) -> str:
+    """The hash of what a run depends on: code cells, the lmbook modules (paths relative to the
+    package) that its kernel imported, the parameters, torch and the prediction scale."""
     h = hashlib.sha256()
     h.update(code_signature(chapter).encode())
-    for src in sorted(p for p in LIB_DIR.rglob("*.py") if p.name not in NOT_IN_CHAPTERS):
-        h.update(str(src.relative_to(LIB_DIR)).encode())
-        h.update(src.read_bytes())
+    for rel in sorted(modules):
+        src = LIB_DIR / rel
+        h.update(rel.encode())
+        h.update(src.read_bytes() if src.is_file() else b"<missing>")
     h.update(json.dumps(parameters, sort_keys=True).encode())
     h.update(torch.__version__.encode())
     h.update(os.environ.get("LMBOOK_PREDICTION_SCALE", "1").encode())
@@ -78,22 +92,65 @@ def cache_key(chapter: Chapter, parameters: dict) -> str:
 
 
 def _paths(chapter: Chapter, out: Path):
-    return (out / "notebooks" / f"{chapter.path.stem}.ipynb", out / "claims" / chapter.id, out / "runs" / f"{chapter.id}.json")
+    return (out / "notebooks" / f"{chapter.path.stem}.ipynb", out / "claims" / chapter.id,
+            out / "runs" / f"{chapter.id}.json")
 
 
-def is_current(chapter: Chapter, out: Path, key: str) -> bool:
-    notebook, _, run_file = _paths(chapter, out)
+def is_current(chapter: Chapter, out: Path, parameters: dict) -> bool:
+    """A passing run of this chapter with the same cache key is in `out`."""
+    notebook, claims_dir, run_file = _paths(chapter, out)
     if not (notebook.exists() and run_file.exists()):
         return False
     info = json.loads(run_file.read_text())
-    claims_dir = out / "claims" / chapter.id
+    if info.get("status") != "passed" or "modules" not in info:
+        return False
     n_records = len(list(claims_dir.glob("*.json"))) if claims_dir.is_dir() else 0
-    return info.get("key") == key and info.get("status") == "passed" and n_records == info.get("claims_total")
+    return (info.get("key") == cache_key(chapter, parameters, info["modules"])
+            and n_records == info.get("claims_total"))
+
+
+def _imported_modules(nb) -> list[str]:
+    """The lmbook modules (relative paths) that the appended cell printed; the cell is removed."""
+    cell = nb.cells.pop() if nb.cells and nb.cells[-1].source == MODULES_CELL else None
+    for output in (cell or {}).get("outputs", []):
+        for line in str(output.get("text", "")).splitlines():
+            if line.startswith("LMBOOK_MODULES="):
+                files = json.loads(line.split("=", 1)[1])
+                return sorted(str(Path(f).resolve().relative_to(LIB_DIR)) for f in files
+                              if Path(f).resolve().is_relative_to(LIB_DIR))
+    return []
+
+
+@contextlib.contextmanager
+def locked(out: Path):
+    """Hold the run folder's lock; a second run into the same folder is refused (UsageError)."""
+    from ..errors import UsageError
+
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        handle = open(out / ".lock", "a+")
+    except OSError as e:
+        raise UsageError(f"cannot write the run folder {out} ({e.strerror}); pass --out with a folder you "
+                         "can write") from None
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise UsageError(f"another lmbook run is writing into {out}; wait for it to finish, or pass --out "
+                         "with another folder") from None
+    try:
+        yield
+    finally:
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        handle.close()
 
 
 def _contract_problem(records: list[dict]) -> str:
     if len(records) < MIN_CLAIMS:
         return f"the chapter recorded {len(records)} claims; the chapter contract asks for at least {MIN_CLAIMS}"
+    if len(records) > MAX_CLAIMS:
+        return (f"the chapter recorded {len(records)} claims; at most {MAX_CLAIMS} (the family-wise band "
+                "assumes it): merge claims or split the chapter")
     if not any(r.get("kind") == "breaks" for r in records):
         return "the chapter has no 'where the theory breaks' claim (claims.breaks); the chapter contract asks for one"
     return ""
@@ -108,9 +165,10 @@ def run_chapter(chapter: Chapter, profile: str, device: str, seed: int, out: Pat
 
     out = Path(out).resolve()
     notebook, claims_dir, run_file = _paths(chapter, out)
-    parameters = {"profile": profile, "device": device, "seed": int(seed), "results_dir": str(claims_dir)}
-    key = cache_key(chapter, {"profile": profile, "seed": int(seed), "device_type": resolve_device(device).type})
-    if not force and is_current(chapter, out, key):
+    parameters = {"profile": profile, "device": device, "seed": int(seed), "results_dir": str(claims_dir),
+                  "lmbook_chapter": chapter.id}
+    keyed = {"profile": profile, "seed": int(seed), "device_type": resolve_device(device).type}
+    if not force and is_current(chapter, out, keyed):
         records = load_records(claims_dir) if claims_dir.is_dir() else []
         info = json.loads(run_file.read_text())
         return ChapterResult(chapter.id, chapter.title, "cached", len(records), len(records), info.get("wall_seconds", 0.0))
@@ -119,24 +177,34 @@ def run_chapter(chapter: Chapter, profile: str, device: str, seed: int, out: Pat
     shutil.rmtree(claims_dir, ignore_errors=True)
     notebook.parent.mkdir(parents=True, exist_ok=True)
     partial = notebook.with_name(f".{notebook.stem}.partial.ipynb")
+    import nbformat
+
     nb = jupytext.read(chapter.path)
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.cells.append(nbformat.v4.new_code_cell(MODULES_CELL))
     status, message = "passed", ""
     t0 = time.perf_counter()
     try:
-        pm.execute_notebook(nb, str(partial), parameters=parameters, kernel_name="python3",
-                            cwd=str(chapter.path.parent), progress_bar=progress, log_output=False,
-                            execution_timeout=CELL_TIMEOUT_S)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Passed unknown parameter")
+            pm.execute_notebook(nb, str(partial), parameters=parameters, kernel_name="python3",
+                                cwd=str(chapter.path.parent), progress_bar=progress, log_output=False,
+                                execution_timeout=CELL_TIMEOUT_S)
     except pm.PapermillExecutionError as e:
         status = "failed" if e.ename == "ClaimFailed" else "error"
         message = e.evalue if e.ename == "ClaimFailed" else f"{e.ename}: {e.evalue} (cell {e.exec_count})"
     except Exception as e:             # a dead kernel, a cell past the timeout, no kernel at all
         status, message = "error", f"{type(e).__name__}: {e}"
-    except BaseException:
+    except BaseException:            # Ctrl-C: nothing of this run may look like a result
         partial.unlink(missing_ok=True)
+        shutil.rmtree(claims_dir, ignore_errors=True)
         raise
     wall = time.perf_counter() - t0
+    modules = []
     if partial.exists():
+        executed = nbformat.read(partial, as_version=4)
+        modules = _imported_modules(executed)
+        nbformat.write(executed, partial)
         os.replace(partial, notebook)
     records = load_records(claims_dir) if claims_dir.is_dir() else []
     passed = sum(bool(r["passed"]) for r in records)
@@ -144,7 +212,10 @@ def run_chapter(chapter: Chapter, profile: str, device: str, seed: int, out: Pat
         problem = _contract_problem(records) or ("" if passed == len(records) else "a claim failed")
         if problem:
             status, message = "failed", problem
-    info = {"chapter": chapter.id, "status": status, "key": key, "wall_seconds": round(wall, 2),
+    if status == "passed" and any(m.startswith("engine") for m in modules):
+        status, message = "failed", "the chapter imported lmbook.engine; chapters import only the library"
+    info = {"chapter": chapter.id, "status": status, "key": cache_key(chapter, keyed, modules),
+            "modules": modules, "wall_seconds": round(wall, 2),
             "profile": profile, "device": device_name(resolve_device(device)), "seed": int(seed),
             "claims_passed": passed, "claims_total": len(records), "torch": torch.__version__,
             "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"), "message": message}
@@ -159,28 +230,38 @@ def run_chapters(chapters: list[Chapter], profile: str, device: str = "auto", se
                  out: Path | None = None, jobs: int = 1, force: bool = False,
                  verified_dir: Path | None = None) -> list[ChapterResult]:
     """Run `chapters` (validated first: profile, device, jobs) and return their results in order."""
-    from tqdm.auto import tqdm
-
-    from .errors import UsageError
+    from ..errors import UsageError
 
     check_profile(profile)
     resolve_device(device)
     if int(jobs) < 1:
         raise UsageError(f"--jobs must be at least 1, got {jobs}")
     out = Path(out)
+    with locked(out):
+        return _run_all(chapters, profile, device, seed, out, int(jobs), force, verified_dir)
+
+
+def _run_all(chapters, profile, device, seed, out, jobs, force, verified_dir) -> list[ChapterResult]:
+    from tqdm.auto import tqdm
+
     if jobs == 1:
         results = []
         for c in chapters:
             print(f"[lmbook] {c.id}: {c.title}", file=sys.stderr, flush=True)
             results.append(run_chapter(c, profile, device, seed, out, force, True, verified_dir))
         return results
-    with ThreadPoolExecutor(max_workers=int(jobs)) as pool, tqdm(total=len(chapters), desc="chapters", unit="ch") as bar:
-        futures = [pool.submit(run_chapter, c, profile, device, seed, out, force, False, verified_dir) for c in chapters]
-        results = []
-        for f in futures:
-            results.append(f.result())
-            bar.update(1)
-        return results
+    pool = ThreadPoolExecutor(max_workers=jobs)
+    try:
+        with tqdm(total=len(chapters), desc="chapters", unit="ch") as bar:
+            futures = [pool.submit(run_chapter, c, profile, device, seed, out, force, False, verified_dir)
+                       for c in chapters]
+            results = []
+            for f in futures:
+                results.append(f.result())
+                bar.update(1)
+            return results
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
 
 
 def summary(results: list[ChapterResult]) -> str:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-from .errors import UsageError
+from ..errors import UsageError
 
 PARTS = {
     1: "Solvable idealised settings",
@@ -35,7 +35,7 @@ def repo_root() -> Path:
     """The project root: $LMBOOK_ROOT, else the checkout lmbook is installed from, else the cwd."""
     if os.environ.get("LMBOOK_ROOT"):
         return Path(os.environ["LMBOOK_ROOT"]).resolve()
-    here = Path(__file__).resolve().parent.parent
+    here = Path(__file__).resolve().parents[2]
     return here if (here / "notebooks").is_dir() else Path.cwd()
 
 

@@ -21,7 +21,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from .chapters import PARTS, discover
-from .claims import versions
+from ..records import versions
 from .ledger import load_records, markdown_table, notes_markdown
 from .provenance import VERIFIED_DIR, load_verified, panel_markdown
 from .runner import default_out, run_chapters, summary
@@ -198,7 +198,7 @@ def stage(root: Path, run_dir: Path, executed: list[str] | None = None) -> Path:
     for stale in list((src / "notebooks").glob("*.ipynb")) + list((src / "notebooks" / "sources").glob("*.md")):
         if stale.name not in keep:
             stale.unlink()
-    _sync((Path(__file__).parent / "assets" / "lmbook.css").read_bytes(), src / "_lmbook_static" / "lmbook.css")
+    _sync((Path(__file__).parents[1] / "assets" / "lmbook.css").read_bytes(), src / "_lmbook_static" / "lmbook.css")
     mathjax = _mathjax_dir()
     if mathjax is None:
         raise RuntimeError("MathJax is missing: `pip install django-static-mathjax` (a dependency of lmbook) "
