@@ -1,13 +1,11 @@
-"""Measurements on trajectories, finite-size exponents, crossings, jackknife and family-wise bands against exact answers."""
+"""Measurements on trajectories, finite-size exponents and crossings against exact answers."""
 import math
 
 import numpy as np
 import pytest
-import scipy.stats
 import torch
 
-from lmbook.measure import (crossing_times, familywise_band, finite_size_exponent, first_crossing, fit_crossing,
-                            jackknife, loglog_slope)
+from lmbook.measure import crossing_times, finite_size_exponent, first_crossing, fit_crossing, loglog_slope
 
 
 def test_crossing_times_interpolate_and_give_nan_when_never_reached():
@@ -26,22 +24,8 @@ def test_finite_size_exponent_recovers_the_leading_power_under_a_correction():
     assert torch.isclose(corr[0], torch.tensor(-0.75, dtype=torch.float64), atol=1e-3)
 
 
-def test_crossings_and_jackknife():
+def test_crossings():
     x = np.array([0.0, 1.0, 2.0, 3.0])
     assert fit_crossing(x, 2 * x - 3) == pytest.approx(1.5)
     assert first_crossing(x, np.array([-2.0, -1.0, 1.0, 3.0])) == pytest.approx(1.5)
     assert math.isnan(first_crossing(x, np.ones(4)))
-    # for the mean itself the jackknife SE is the usual sd / sqrt(n)
-    samples = np.random.default_rng(0).normal(size=(3, 40))
-    value, se, dof = jackknife(lambda y: y[1], samples, groups=40)
-    assert value == pytest.approx(samples[1].mean()) and dof == 39
-    assert se == pytest.approx(samples[1].std(ddof=1) / math.sqrt(40))
-    # grouped: the right order of magnitude, and a crossing's SE shrinks with more chains
-    assert 0.5 < jackknife(lambda y: y[1], samples, groups=8)[1] / se < 2
-
-
-def test_familywise_band():
-    # a 2-SE ledger band plus this extra gives the two-sided quantile of alpha / (2 n)
-    extra = familywise_band(1.0, dof=math.inf, comparisons=50, alpha=0.01)
-    assert extra + 2 == pytest.approx(scipy.stats.norm.isf(0.01 / 100))
-    assert familywise_band(1.0, dof=9, comparisons=50) > extra

@@ -31,6 +31,23 @@ def test_sizes_picks_the_profile():
     assert cfg.n == 3 and sizes("full", ci=dict(n=3), full=dict(n=300)).n == 300
     with pytest.raises(UsageError, match="missing: full"):
         sizes("ci", ci=dict(n=3))
+    with pytest.raises(UsageError, match="m set for profile 'full' only"):
+        sizes("ci", ci=dict(n=3), full=dict(n=300, m=1))
+
+
+def test_start_is_the_prologue(tmp_path, monkeypatch):
+    old = torch.get_default_dtype()
+    try:
+        monkeypatch.setitem(globals(), "lmbook_chapter", "injected")   # what the runner injects
+        dev, gen, claims = lmbook.start("ci", "cpu", 3, str(tmp_path))
+        assert dev.type == "cpu" and claims.chapter == "injected" and claims.seed == 3
+        assert torch.get_default_dtype() == torch.float64
+        assert torch.equal(torch.randn(2, generator=gen), torch.randn(2, generator=seed_everything(3)))
+        assert lmbook.start("ci", "cpu", 0, chapter="named")[2].chapter == "named"
+        with pytest.raises(UsageError, match="choose one of"):
+            lmbook.start("huge", "cpu", 0)
+    finally:
+        torch.set_default_dtype(old)
 
 
 def test_seeding_is_reproducible():

@@ -1,13 +1,12 @@
 """The ledger: claim records read back from a run folder, as a terminal table, JSON, HTML or MyST."""
 from __future__ import annotations
 
-import html
 import json
 from pathlib import Path
 
 from ..errors import UsageError
 
-COLUMNS = ("chapter", "claim", "kind", "predicted", "measured", "tolerance", "rival", "passed")
+COLUMNS = ("chapter", "claim", "kind", "predicted", "measured", "allowed", "rival", "passed")
 
 
 def load_records(run_dir) -> list[dict]:
@@ -44,12 +43,26 @@ def _num(x, se=None) -> str:
     return f"{s} ± {se:.2g}" if se else s
 
 
+def _allowed(r: dict) -> str:
+    """allowed = systematic + statistical (older records: the tolerance)."""
+    if "stat_band" not in r:
+        return _num(r.get("allowed", r.get("tolerance")))
+    return f"{_num(r['allowed'])} = {_num(r['tolerance'])} + {_num(r['stat_band'])}"
+
+
+def _rival(r: dict) -> str:
+    if r.get("rival") is None:
+        return "-"
+    disc = r.get("discrimination")
+    return f"{_num(r['rival'])}" + (f" ({disc:.3g} bands away)" if disc is not None else "")
+
+
 def _row(r: dict) -> dict:
     return {
         "chapter": r["chapter"], "claim": r["claim"], "kind": r.get("kind", "agrees"),
         "predicted": _num(r["predicted"]), "measured": _num(r["measured"], r.get("se")),
-        "tolerance": _num(r["tolerance"]),
-        "rival": f"{r['rival_name']}: {_num(r['rival'])}" if r.get("rival") is not None else "-",
+        "allowed": _allowed(r),
+        "rival": f"{r['rival_name']}: {_rival(r)}" if r.get("rival") is not None else "-",
         "passed": "PASS" if r["passed"] else "FAIL",
     }
 
@@ -68,14 +81,14 @@ def text_table(records: list[dict], show_chapter=True) -> str:
 
 def markdown_table(records: list[dict], show_chapter=True) -> str:
     """A compact pipe table for MyST pages (statements and origins go in `notes_markdown`)."""
-    cols = (["chapter"] if show_chapter else []) + ["claim", "predicted", "measured ± SE", "tolerance",
-                                                   "rival (rejected)", "result"]
+    cols = (["chapter"] if show_chapter else []) + ["claim", "predicted", "measured ± SE",
+                                                   "allowed = systematic + statistical",
+                                                   "rival (discrimination)", "result"]
     out = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in records:
         row = _row(r)
         cells = ([row["chapter"]] if show_chapter else []) + [
-            f"`{r['claim']}`", row["predicted"], row["measured"], row["tolerance"],
-            "-" if r.get("rival") is None else _num(r["rival"]),
+            f"`{r['claim']}`", row["predicted"], row["measured"], row["allowed"], _rival(r),
             ("**PASS**" if r["passed"] else "**FAIL**") + (" (breaks, as claimed)" if r.get("kind") == "breaks" else "")]
         out.append("| " + " | ".join(_cell(c) for c in cells) + " |")
     return "\n".join(out)
@@ -86,31 +99,11 @@ def notes_markdown(records: list[dict]) -> str:
     lines = []
     for r in records:
         rival = f" *Rival:* {_cell(r['rival_name'])}." if r.get("rival") is not None else ""
-        lines.append(f"- `{r['claim']}`: {_cell(r['statement'])}. *Tolerance:* {_cell(r['tolerance_origin'])}.{rival}")
+        stat = f" *Statistical:* {_cell(r['stat_method'])}." if r.get("stat_method") else ""
+        lines.append(f"- `{r['claim']}`: {_cell(r['statement'])}. *Systematic:* "
+                     f"{_cell(r['tolerance_origin'])}.{stat}{rival}")
     return "\n".join(lines)
 
 
 def _cell(text) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
-
-
-class LedgerTable:
-    """Renders as HTML in a notebook and as text in a terminal."""
-
-    def __init__(self, records: list[dict], show_chapter=True):
-        self.records, self.show_chapter = records, show_chapter
-
-    def __repr__(self):
-        return text_table(self.records, self.show_chapter)
-
-    def _repr_html_(self):
-        head = ["claim", "statement", "predicted", "measured", "tolerance", "tolerance origin", "rival", "result"]
-        rows = []
-        for r in self.records:
-            row = _row(r)
-            result = ("PASS" if r["passed"] else "FAIL") + (" (theory breaks, as claimed)" if r.get("kind") == "breaks" else "")
-            cells = [r["claim"], r["statement"], row["predicted"], row["measured"], row["tolerance"],
-                     r["tolerance_origin"], row["rival"], result]
-            rows.append("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells) + "</tr>")
-        return ('<table class="lmbook-claims"><thead><tr>' + "".join(f"<th>{h}</th>" for h in head)
-                + "</tr></thead><tbody>" + "".join(rows) + "</tbody></table>")
