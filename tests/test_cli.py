@@ -1,7 +1,9 @@
 """The command line: listings, the ledger, and exit code 2 with the valid choices for bad input."""
 import json
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -66,7 +68,7 @@ def test_run_and_claims_on_the_fixture(fixture_root, tmp_path):
     records = json.loads(done.stdout)
     assert done.returncode == 0 and len(records) == 3
     for key in ("chapter", "claim", "statement", "predicted", "measured", "tolerance", "tolerance_origin",
-                "rival", "passed", "profile", "device", "seed"):
+                "stat_band", "allowed", "rival", "discrimination", "passed", "profile", "device", "seed"):
         assert all(key in r for r in records)
     table = lmbook("claims", str(out))
     assert "3/3 claims passed" in table.stdout
@@ -79,3 +81,45 @@ def test_a_failing_claim_exits_1_naming_the_chapter(fixture_root, tmp_path):
     done = lmbook("run", "--out", str(tmp_path / "run"), root=fixture_root)
     assert done.returncode == 1
     assert "FAILED tiny" in done.stdout and "claim tiny/mean failed" in done.stdout
+
+
+def test_an_unwritable_out_folder_exits_2_naming_it():
+    done = lmbook("run", "deep-linear", "--out", "/proc/forbidden")
+    assert done.returncode == 2 and "/proc/forbidden" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_bad_seeds_exit_2():
+    done = lmbook("sweep", "deep-linear", "--seeds", "9-3")
+    assert done.returncode == 2 and "write the smaller seed first" in done.stderr
+
+
+@pytest.mark.slow
+def test_ctrl_c_exits_130_and_leaves_nothing_that_looks_passed(fixture_root, tmp_path):
+    nb = fixture_root / "notebooks" / "tiny.md"
+    nb.write_text(nb.read_text().replace('claims.agrees("second_moment"',
+                                         'import time; time.sleep(60)\nclaims.agrees("second_moment"'))
+    out = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "lmbook", "--root", str(fixture_root), "run", "--out", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = out / "claims" / "tiny" / "mean.json"
+    deadline = time.time() + 120
+    while not first.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    assert first.exists(), "the first claim should have been recorded before the interrupt"
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert "interrupted" in err and "Traceback" not in err and "KeyboardInterrupt" not in err
+    done = lmbook("claims", str(out))
+    assert done.returncode != 0 and "passed" not in done.stdout.replace("0/0", "")
+
+
+@pytest.mark.slow
+def test_sweep_reports_calibration(fixture_root, tmp_path):
+    done = lmbook("sweep", "--seeds", "0-2", "--out", str(tmp_path / "sw"), root=fixture_root)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "tiny/mean" in done.stdout and "calibrated: yes" in done.stdout
+    report = json.loads((tmp_path / "sw" / "sweep.json").read_text())
+    assert report["seeds"] == [0, 1, 2] and report["chapters"]["tiny"]["seeds_passed"] == [0, 1, 2]
+    mean = next(c for c in report["claims"] if c["claim"] == "mean")
+    assert mean["pass_rate"] == 1.0 and 0 <= mean["median"] <= 1 and mean["min_discrimination"] > 2

@@ -4,7 +4,7 @@ A run folder holds, per chapter:
   notebooks/<file stem>.ipynb   the executed notebook (outputs kept)
   claims/<chapter id>/<claim>.json   one record per claim (lmbook.claims)
   runs/<chapter id>.json   status, wall time, cache key
-  runs/<chapter id>.modules.json   the lmbook modules the chapter's kernel imported
+  runs/<chapter id>.kernel.log   what the kernel wrote to stderr
 A chapter whose code cells, the lmbook modules its kernel imported, its parameters and the torch version
 are unchanged since a passing run is not executed again: an edit of its prose only re-renders
 (lmbook.engine.site merges the new prose with the stored outputs), an edit of the ledger or the site
@@ -19,11 +19,11 @@ import dataclasses
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import shutil
 import sys
 import time
-import warnings
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
@@ -121,6 +121,36 @@ def _imported_modules(nb) -> list[str]:
     return []
 
 
+def _kernel_manager(log_path: Path):
+    """A kernel manager whose kernel writes its stderr to `log_path` (not to the terminal: on Ctrl-C
+    the kernel's own interrupt traceback would follow lmbook's one-line message)."""
+    from jupyter_client.manager import AsyncKernelManager
+
+    class LoggedKernelManager(AsyncKernelManager):
+        async def _async_launch_kernel(self, kernel_cmd, **kw):
+            log_path.parent.mkdir(parents=True, exist_ok=True)
+            with open(log_path, "ab") as log:
+                kw["stderr"] = log
+                return await super()._async_launch_kernel(kernel_cmd, **kw)
+
+    return LoggedKernelManager
+
+
+class _DropUnknownParameter(logging.Filter):
+    def filter(self, record):            # lmbook_chapter is injected on purpose
+        return "Passed unknown parameter" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def _quiet_unknown_parameter():
+    log, drop = logging.getLogger("papermill"), _DropUnknownParameter()
+    log.addFilter(drop)
+    try:
+        yield
+    finally:
+        log.removeFilter(drop)
+
+
 @contextlib.contextmanager
 def locked(out: Path):
     """Hold the run folder's lock; a second run into the same folder is refused (UsageError)."""
@@ -174,6 +204,8 @@ def run_chapter(chapter: Chapter, profile: str, device: str, seed: int, out: Pat
         return ChapterResult(chapter.id, chapter.title, "cached", len(records), len(records), info.get("wall_seconds", 0.0))
 
     run_file.unlink(missing_ok=True)          # an interrupted run must not look current afterwards
+    kernel_log = run_file.with_suffix(".kernel.log")
+    kernel_log.unlink(missing_ok=True)
     shutil.rmtree(claims_dir, ignore_errors=True)
     notebook.parent.mkdir(parents=True, exist_ok=True)
     partial = notebook.with_name(f".{notebook.stem}.partial.ipynb")
@@ -185,16 +217,19 @@ def run_chapter(chapter: Chapter, profile: str, device: str, seed: int, out: Pat
     status, message = "passed", ""
     t0 = time.perf_counter()
     try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="Passed unknown parameter")
+        with _quiet_unknown_parameter():
             pm.execute_notebook(nb, str(partial), parameters=parameters, kernel_name="python3",
                                 cwd=str(chapter.path.parent), progress_bar=progress, log_output=False,
-                                execution_timeout=CELL_TIMEOUT_S)
+                                execution_timeout=CELL_TIMEOUT_S,
+                                kernel_manager_class=_kernel_manager(kernel_log))
     except pm.PapermillExecutionError as e:
         status = "failed" if e.ename == "ClaimFailed" else "error"
         message = e.evalue if e.ename == "ClaimFailed" else f"{e.ename}: {e.evalue} (cell {e.exec_count})"
     except Exception as e:             # a dead kernel, a cell past the timeout, no kernel at all
         status, message = "error", f"{type(e).__name__}: {e}"
+        if kernel_log.exists() and kernel_log.stat().st_size:
+            tail = kernel_log.read_text(errors="replace").strip().splitlines()[-5:]
+            message += f"\nthe kernel's last words ({kernel_log}):\n" + "\n".join(tail)
     except BaseException:            # Ctrl-C: nothing of this run may look like a result
         partial.unlink(missing_ok=True)
         shutil.rmtree(claims_dir, ignore_errors=True)
@@ -204,6 +239,8 @@ def run_chapter(chapter: Chapter, profile: str, device: str, seed: int, out: Pat
     if partial.exists():
         executed = nbformat.read(partial, as_version=4)
         modules = _imported_modules(executed)
+        if "papermill" in executed.metadata:     # papermill stores the whole input notebook there
+            executed.metadata.papermill["input_path"] = chapter.path.name
         nbformat.write(executed, partial)
         os.replace(partial, notebook)
     records = load_records(claims_dir) if claims_dir.is_dir() else []
