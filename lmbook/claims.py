@@ -18,6 +18,7 @@ The claim standard (book/claim-standard.md explains it to readers):
   the miss; the record (JSON) is written atomically first.
 - LMBOOK_PREDICTION_SCALE (default 1) multiplies every prediction, to prove the book can fail.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -51,9 +52,13 @@ class Tol:
     def __post_init__(self):
         object.__setattr__(self, "value", float(self.value))
         if not str(self.origin).strip():
-            raise UsageError("Tol needs its origin: the formula or control experiment behind the value")
+            raise UsageError(
+                "Tol needs its origin: the formula or control experiment behind the value"
+            )
         if not self.value >= 0:
-            raise UsageError(f"Tol({self.value!r}, {self.origin!r}): a budget term is a non-negative half-width")
+            raise UsageError(
+                f"Tol({self.value!r}, {self.origin!r}): a budget term is a non-negative half-width"
+            )
 
     @property
     def terms(self) -> tuple[Tol, ...]:
@@ -98,7 +103,7 @@ class ClaimRecord:
     n: int
     stat_method: str
     stat_band: float
-    tolerance: float            # the systematic budget (sum of the terms)
+    tolerance: float  # the systematic budget (sum of the terms)
     tolerance_origin: str
     systematic_terms: list
     rival: float | None
@@ -122,13 +127,18 @@ class ClaimRecord:
         """One line: result, claim, predicted, measured, miss against allowed (and the rival)."""
         word = ("PASS" if self.passed else "FAIL") + (" (breaks)" if self.kind == "breaks" else "")
         se = f" ± {_fmt(self.se)}" if self.se else ""
-        rival = (f"; rival {self.rival_name}: {_fmt(self.rival)}, {_fmt(self.discrimination)} bands away"
-                 if self.rival is not None else "")
-        return (f"{word} {self.claim}: predicted {_fmt(self.predicted)}, measured {_fmt(self.measured)}{se}; "
-                f"miss {_fmt(self.miss)} vs allowed {_fmt(self.allowed)} "
-                f"(systematic {_fmt(self.tolerance)} + statistical {_fmt(self.stat_band)}){rival}")
+        rival = (
+            f"; rival {self.rival_name}: {_fmt(self.rival)}, {_fmt(self.discrimination)} bands away"
+            if self.rival is not None
+            else ""
+        )
+        return (
+            f"{word} {self.claim}: predicted {_fmt(self.predicted)}, measured {_fmt(self.measured)}{se}; "
+            f"miss {_fmt(self.miss)} vs allowed {_fmt(self.allowed)} "
+            f"(systematic {_fmt(self.tolerance)} + statistical {_fmt(self.stat_band)}){rival}"
+        )
 
-    def _ipython_display_(self):   # the claim call printed its verdict already
+    def _ipython_display_(self):  # the claim call printed its verdict already
         pass
 
 
@@ -151,7 +161,9 @@ def _prediction_scale() -> float:
     try:
         return float(os.environ.get("LMBOOK_PREDICTION_SCALE", "1") or 1)
     except ValueError:
-        raise UsageError("LMBOOK_PREDICTION_SCALE must be a number such as 1.2; unset it for normal runs") from None
+        raise UsageError(
+            "LMBOOK_PREDICTION_SCALE must be a number such as 1.2; unset it for normal runs"
+        ) from None
 
 
 def _compare(predicted, measured) -> tuple[float, stats.Estimate]:
@@ -160,33 +172,47 @@ def _compare(predicted, measured) -> tuple[float, stats.Estimate]:
     if isinstance(measured, stats.Estimate):
         if p.size != 1:
             raise UsageError("an Estimate is compared with one prediction, not one per replicate")
-        return float(p[0]), dataclasses.replace(measured, value=_number("measured", measured.value) - float(p[0]))
+        return float(p[0]), dataclasses.replace(
+            measured, value=_number("measured", measured.value) - float(p[0])
+        )
     m = stats.as_array(measured)
     if p.size not in (1, m.size):
-        raise UsageError(f"predicted has {p.size} values and measured {m.size}: give one prediction, or one "
-                         "per replicate (paired)")
+        raise UsageError(
+            f"predicted has {p.size} values and measured {m.size}: give one prediction, or one "
+            "per replicate (paired)"
+        )
     if m.size == 1:
         return float(p[0]), stats.Estimate(float(m[0] - p[0]), n=1)
     est = stats.estimate(m - p)
     if p.size > 1:
-        est = dataclasses.replace(est, method=est.method + ", paired with per-replicate predictions")
+        est = dataclasses.replace(
+            est, method=est.method + ", paired with per-replicate predictions"
+        )
     return float(p.mean()), est
 
 
 def failure_message(r: ClaimRecord) -> str:
-    rel = f" ({r.miss / abs(r.predicted):.1%} of predicted)" if _finite(r.miss, r.predicted) and r.predicted else ""
+    rel = (
+        f" ({r.miss / abs(r.predicted):.1%} of predicted)"
+        if _finite(r.miss, r.predicted) and r.predicted
+        else ""
+    )
     se = f" +/- {_fmt(r.se)} (SE, {r.stat_method})" if r.se else ""
     head = f"claim {r.chapter}/{r.claim} failed: {r.statement}\n"
-    numbers = (f"  predicted {_fmt(r.predicted)}, measured {_fmt(r.measured)}{se}; "
-               f"missed by {_fmt(r.miss)}{rel}; allowed {_fmt(r.allowed)} "
-               f"(systematic {_fmt(r.tolerance)}: {r.tolerance_origin}; statistical {_fmt(r.stat_band)})")
+    numbers = (
+        f"  predicted {_fmt(r.predicted)}, measured {_fmt(r.measured)}{se}; "
+        f"missed by {_fmt(r.miss)}{rel}; allowed {_fmt(r.allowed)} "
+        f"(systematic {_fmt(r.tolerance)}: {r.tolerance_origin}; statistical {_fmt(r.stat_band)})"
+    )
     if not _finite(r.predicted, r.measured, r.allowed) or (r.se is not None and not _finite(r.se)):
         why = "\n  a NaN or infinite value never passes"
     elif r.kind == "breaks":
         why = "\n  the theory was expected to break here, but its prediction held within the allowed band"
     elif r.miss <= r.allowed and r.rival is not None:
-        why = (f"\n  the rival '{r.rival_name}' ({_fmt(r.rival)}) is only {_fmt(r.discrimination)} bands from the "
-               f"prediction (at least {MIN_DISCRIMINATION:g} needed): the band cannot tell the theories apart")
+        why = (
+            f"\n  the rival '{r.rival_name}' ({_fmt(r.rival)}) is only {_fmt(r.discrimination)} bands from the "
+            f"prediction (at least {MIN_DISCRIMINATION:g} needed): the band cannot tell the theories apart"
+        )
     else:
         why = "\n  the measurement is outside the allowed band of the prediction"
     return head + numbers + why
@@ -196,40 +222,66 @@ class Claims:
     """The claims of one chapter run. Records go to `results_dir` (one JSON file per claim); an empty
     `results_dir` keeps them in memory only (interactive use). Made by `lmbook.start`."""
 
-    def __init__(self, chapter: str, profile: str, device, seed: int, results_dir: str | os.PathLike = ""):
+    def __init__(
+        self, chapter: str, profile: str, device, seed: int, results_dir: str | os.PathLike = ""
+    ):
         if not _ID.match(chapter or ""):
             raise UsageError(f"chapter id {chapter!r} must be letters, digits, '-', '_' or '.'")
-        self.chapter, self.profile, self.device, self.seed = chapter, profile, str(device), int(seed)
+        self.chapter, self.profile, self.device, self.seed = (
+            chapter,
+            profile,
+            str(device),
+            int(seed),
+        )
         self.results_dir = Path(results_dir) if results_dir else None
         self.records: list[ClaimRecord] = []
         self._t0 = time.perf_counter()
 
-    def agrees(self, claim: str, statement: str, *, predicted, measured, systematic: Tol | None = None,
-               rival: Rival | None = None) -> ClaimRecord:
+    def agrees(
+        self,
+        claim: str,
+        statement: str,
+        *,
+        predicted,
+        measured,
+        systematic: Tol | None = None,
+        rival: Rival | None = None,
+    ) -> ClaimRecord:
         """The measurement agrees with the prediction within systematic + statistical, and the rival
         (if any) lies at least MIN_DISCRIMINATION bands away (module docstring)."""
         return self._record("agrees", claim, statement, predicted, measured, systematic, rival)
 
-    def breaks(self, claim: str, statement: str, *, predicted, measured, systematic: Tol | None = None
-               ) -> ClaimRecord:
+    def breaks(
+        self, claim: str, statement: str, *, predicted, measured, systematic: Tol | None = None
+    ) -> ClaimRecord:
         """Where the theory breaks: the prediction misses by more than systematic + statistical."""
         return self._record("breaks", claim, statement, predicted, measured, systematic, None)
 
-    def _record(self, kind, claim, statement, predicted, measured, systematic, rival) -> ClaimRecord:
+    def _record(
+        self, kind, claim, statement, predicted, measured, systematic, rival
+    ) -> ClaimRecord:
         if not _ID.match(str(claim)):
             raise UsageError(f"claim id {claim!r} must be letters, digits, '-', '_' or '.'")
         if any(r.claim == claim for r in self.records):
             if self.results_dir is not None:
-                raise UsageError(f"claim id {claim!r} is used twice in chapter {self.chapter}; give each claim "
-                                 "its own id")
-            self.records = [r for r in self.records if r.claim != claim]   # interactive: a cell run again
+                raise UsageError(
+                    f"claim id {claim!r} is used twice in chapter {self.chapter}; give each claim "
+                    "its own id"
+                )
+            self.records = [
+                r for r in self.records if r.claim != claim
+            ]  # interactive: a cell run again
         if not str(statement).strip():
-            raise UsageError(f"claim {claim}: the statement is empty; say in one line what is claimed")
+            raise UsageError(
+                f"claim {claim}: the statement is empty; say in one line what is claimed"
+            )
         if systematic is None:
             systematic = Tol(0.0, NO_SYSTEMATIC)
         if not isinstance(systematic, Tol):
-            raise UsageError(f"claim {claim}: systematic must be a Tol (value, origin) or a sum of them, "
-                             f"got {systematic!r}")
+            raise UsageError(
+                f"claim {claim}: systematic must be a Tol (value, origin) or a sum of them, "
+                f"got {systematic!r}"
+            )
         if rival is not None and not isinstance(rival, Rival):
             raise UsageError(f"claim {claim}: rival must be a Rival(value, name), got {rival!r}")
         scale = _prediction_scale()
@@ -241,7 +293,9 @@ class Claims:
         discrimination = None
         if rival is not None:
             discrimination = abs(rival.value - centre) / allowed if allowed > 0 else math.inf
-        ok_numbers = _finite(centre, measured_value, allowed, diff.se) and (rival is None or _finite(rival.value))
+        ok_numbers = _finite(centre, measured_value, allowed, diff.se) and (
+            rival is None or _finite(rival.value)
+        )
         if not ok_numbers:
             passed = False
         elif kind == "breaks":
@@ -249,16 +303,33 @@ class Claims:
         else:
             passed = miss <= allowed and (rival is None or discrimination >= MIN_DISCRIMINATION)
         record = ClaimRecord(
-            chapter=self.chapter, claim=str(claim), statement=" ".join(str(statement).split()), kind=kind,
-            predicted=centre, measured=measured_value, se=diff.se if diff.se else None, n=diff.n,
-            stat_method=diff.method, stat_band=band, tolerance=systematic.value,
+            chapter=self.chapter,
+            claim=str(claim),
+            statement=" ".join(str(statement).split()),
+            kind=kind,
+            predicted=centre,
+            measured=measured_value,
+            se=diff.se if diff.se else None,
+            n=diff.n,
+            stat_method=diff.method,
+            stat_band=band,
+            tolerance=systematic.value,
             tolerance_origin=systematic.origin,
             systematic_terms=[{"value": t.value, "origin": t.origin} for t in systematic.terms],
-            rival=None if rival is None else rival.value, rival_name=None if rival is None else rival.name,
-            discrimination=discrimination, passed=bool(passed), miss=miss, allowed=allowed,
-            profile=self.profile, device=self.device, seed=self.seed, versions=versions(),
+            rival=None if rival is None else rival.value,
+            rival_name=None if rival is None else rival.name,
+            discrimination=discrimination,
+            passed=bool(passed),
+            miss=miss,
+            allowed=allowed,
+            profile=self.profile,
+            device=self.device,
+            seed=self.seed,
+            versions=versions(),
             wall_seconds=round(time.perf_counter() - self._t0, 3),
-            created=datetime.now(timezone.utc).isoformat(timespec="seconds"), prediction_scale=scale)
+            created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            prediction_scale=scale,
+        )
         self.records.append(record)
         if self.results_dir is not None:
             write_atomic(self.results_dir / f"{claim}.json", record.to_json())

@@ -14,6 +14,7 @@ Conventions
   p <- p - lr * buf.
 - Randomness inside the model (dropout in train mode) is refused by vmap; use eval mode or no dropout.
 """
+
 from __future__ import annotations
 
 import copy
@@ -52,12 +53,21 @@ def _per_model(value, like: torch.Tensor) -> torch.Tensor:
     if v.ndim == 0:
         return v
     if v.shape != like.shape[:1]:
-        raise ValueError(f"a per-model value must have shape ({like.shape[0]},), got {tuple(v.shape)}")
+        raise ValueError(
+            f"a per-model value must have shape ({like.shape[0]},), got {tuple(v.shape)}"
+        )
     return v.reshape(-1, *([1] * (like.ndim - 1)))
 
 
-def ensemble_loss_and_grad(base: torch.nn.Module, params: dict, buffers: dict, x, y, loss_fn: Callable,
-                           per_model_data: bool = False) -> tuple[torch.Tensor, dict]:
+def ensemble_loss_and_grad(
+    base: torch.nn.Module,
+    params: dict,
+    buffers: dict,
+    x,
+    y,
+    loss_fn: Callable,
+    per_model_data: bool = False,
+) -> tuple[torch.Tensor, dict]:
     """(losses (n,), grads): each model's loss and its gradient with respect to its own parameters."""
 
     def one(p, b, xi, yi):
@@ -85,8 +95,16 @@ def zeros_like(params: dict) -> dict:
     return {k: torch.zeros_like(v) for k, v in params.items()}
 
 
-def train_ensemble(models: Sequence[torch.nn.Module], x, y, loss_fn: Callable, lr, steps: int,
-                   momentum=0.0, per_model_data: bool = False) -> tuple[torch.Tensor, dict]:
+def train_ensemble(
+    models: Sequence[torch.nn.Module],
+    x,
+    y,
+    loss_fn: Callable,
+    lr,
+    steps: int,
+    momentum=0.0,
+    per_model_data: bool = False,
+) -> tuple[torch.Tensor, dict]:
     """Full-batch (S)GD on every model at once, `steps` steps from the models' current weights (which are
     not modified; see `unstack`). Returns (losses (steps, n), each row the losses *before* that step's
     update, as a plain loop records them, and the final stacked params)."""

@@ -17,6 +17,7 @@ weights and bias contribute the term Sigma^L, the biases of layer l+1 the sigma_
 (Chapter card II-1 writes Sigma^(l+1) for our Sigma^l.) With t = arccos(rho) the angle of (u, v):
     E[relu(u) relu(v)]   = sqrt(q1 q2)/(2 pi) (sin t + (pi - t) cos t),    E[relu'(u) relu'(v)] = (pi - t)/(2 pi).
 """
+
 from __future__ import annotations
 
 import math
@@ -47,8 +48,13 @@ def derive_arccos_expectations():
     theta, q1, q2, _, _ = arccos_expectations()
     r, phi = sp.symbols("r phi", nonnegative=True)
     arc = (phi, theta - sp.pi / 2, sp.pi / 2)
-    radial = lambda k: sp.integrate(r ** k * sp.exp(-r ** 2 / 2), (r, 0, sp.oo))  # noqa: E731
-    e_relu = sp.sqrt(q1 * q2) / (2 * sp.pi) * radial(3) * sp.integrate(sp.cos(phi) * sp.cos(phi - theta), arc)
+    radial = lambda k: sp.integrate(r**k * sp.exp(-(r**2) / 2), (r, 0, sp.oo))  # noqa: E731
+    e_relu = (
+        sp.sqrt(q1 * q2)
+        / (2 * sp.pi)
+        * radial(3)
+        * sp.integrate(sp.cos(phi) * sp.cos(phi - theta), arc)
+    )
     e_step = radial(1) * sp.integrate(1, arc) / (2 * sp.pi)
     return theta, q1, q2, sp.simplify(e_relu), sp.simplify(e_step)
 
@@ -57,12 +63,13 @@ def _unit_angles(a):
     """Angles between the unit rows of a, accurate near 0 and pi where arccos(a.a') loses sqrt(eps)."""
     c = np.clip(a @ a.T, -1.0, 1.0)
     t = np.arccos(c)
-    i, j = np.nonzero(np.triu(np.abs(c) > 1 - 1e-3))     # elsewhere arccos' slope is below 23
-    step = max(1, 2 ** 20 // a.shape[1])
+    i, j = np.nonzero(np.triu(np.abs(c) > 1 - 1e-3))  # elsewhere arccos' slope is below 23
+    step = max(1, 2**20 // a.shape[1])
     for s in range(0, len(i), step):
-        ai, aj = a[i[s:s + step]], a[j[s:s + step]]
-        t[i[s:s + step], j[s:s + step]] = 2 * np.arctan2(np.linalg.norm(ai - aj, axis=1),
-                                                         np.linalg.norm(ai + aj, axis=1))
+        ai, aj = a[i[s : s + step]], a[j[s : s + step]]
+        t[i[s : s + step], j[s : s + step]] = 2 * np.arctan2(
+            np.linalg.norm(ai - aj, axis=1), np.linalg.norm(ai + aj, axis=1)
+        )
     return np.triu(t) + np.triu(t, 1).T
 
 
@@ -89,7 +96,9 @@ def relu_nngp_ntk(x, hidden_layers, sigma_w, sigma_b):
         raise ValueError(f"hidden_layers must be an integer >= 0, got {hidden_layers!r}")
     sw, sb = float(sigma_w), float(sigma_b)
     if not (math.isfinite(sw) and sw > 0 and math.isfinite(sb) and sb >= 0):
-        raise ValueError(f"need sigma_w > 0 and sigma_b >= 0 (finite), got {sigma_w!r}, {sigma_b!r}")
+        raise ValueError(
+            f"need sigma_w > 0 and sigma_b >= 0 (finite), got {sigma_w!r}, {sigma_b!r}"
+        )
 
     # Work on the distinct rows (duplicates then share every value bit for bit).
     xu, inv = np.unique(x, axis=0, return_inverse=True)
@@ -97,7 +106,9 @@ def relu_nngp_ntk(x, hidden_layers, sigma_w, sigma_b):
     z = np.hstack([sw * xu / math.sqrt(x.shape[1]), np.full((len(xu), 1), sb)])  # Sigma^0 = z.z'
     r = np.sqrt((z * z).sum(axis=1))
     if (r == 0).any():
-        raise ValueError("a row of x is zero and sigma_b = 0: its pre-activations vanish and relu'(0) is undefined")
+        raise ValueError(
+            "a row of x is zero and sigma_b = 0: its pre-activations vanish and relu'(0) is undefined"
+        )
     t = _unit_angles(z / r[:, None])
     rr = np.outer(r, r)
     S = rr * np.cos(t)
@@ -111,11 +122,14 @@ def relu_nngp_ntk(x, hidden_layers, sigma_w, sigma_b):
         rr_new = np.outer(r_new, r_new)
         # gap = rr_new - S >= 0 without cancellation; pi - (sin t + (pi - t) cos t) = 2 pi sin^2(t/2) - (sin t - t cos t)
         sin_minus = sin_t - t * cos_t
-        small = t < 1e-2                                      # series there: sin t - t cos t cancels
+        small = t < 1e-2  # series there: sin t - t cos t cancels
         ts = t[small]
-        sin_minus[small] = ts ** 3 * (1 / 3 - ts * ts * (1 / 30 - ts * ts / 840))
-        gap = (a * b * np.subtract.outer(r, r) ** 2 / (rr_new + a * rr + b)
-               + sw2 * rr * (2 * np.pi * np.sin(t / 2) ** 2 - sin_minus) / (2 * np.pi))
-        t = 2 * np.arctan2(np.sqrt(np.maximum(gap, 0.0)), np.sqrt(rr_new + S))   # S >= 0 after a ReLU layer
+        sin_minus[small] = ts**3 * (1 / 3 - ts * ts * (1 / 30 - ts * ts / 840))
+        gap = a * b * np.subtract.outer(r, r) ** 2 / (rr_new + a * rr + b) + sw2 * rr * (
+            2 * np.pi * np.sin(t / 2) ** 2 - sin_minus
+        ) / (2 * np.pi)
+        t = 2 * np.arctan2(
+            np.sqrt(np.maximum(gap, 0.0)), np.sqrt(rr_new + S)
+        )  # S >= 0 after a ReLU layer
         r, rr = r_new, rr_new
     return S[np.ix_(inv, inv)], T[np.ix_(inv, inv)]

@@ -1,5 +1,6 @@
 """Measurements: first-passage times, log-log slopes and finite-size exponents, crossings of sampled
 curves. "Never crossed" is NaN everywhere (lmbook.stats)."""
+
 from __future__ import annotations
 
 import math
@@ -26,7 +27,7 @@ def loglog_slope(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Least-squares slope of log y against log x along the last dimension."""
     lx, ly = torch.log(x), torch.log(y)
     lx = lx - lx.mean(-1, keepdim=True)
-    return (lx * (ly - ly.mean(-1, keepdim=True))).sum(-1) / (lx ** 2).sum(-1)
+    return (lx * (ly - ly.mean(-1, keepdim=True))).sum(-1) / (lx**2).sum(-1)
 
 
 def finite_size_exponent(n, y: torch.Tensor, correction: float) -> torch.Tensor:
@@ -44,13 +45,24 @@ def finite_size_exponent(n, y: torch.Tensor, correction: float) -> torch.Tensor:
         if not (yr > 0).all() or not torch.isfinite(torch.as_tensor(yr)).all():
             out.append(float("nan"))
             continue
-        ly, ln_, corr = torch.as_tensor(yr).log().numpy(), torch.as_tensor(nr).log().numpy(), nr ** correction
-        start = torch.linalg.lstsq(torch.as_tensor([[1.0, a, b] for a, b in zip(ln_, corr)]),
-                                   torch.as_tensor(ly)[:, None]).solution[:, 0].numpy()
-        start[2] = max(start[2], -0.9 / corr.max())                   # keep 1 + c n^correction positive
+        ly, ln_, corr = (
+            torch.as_tensor(yr).log().numpy(),
+            torch.as_tensor(nr).log().numpy(),
+            nr**correction,
+        )
+        start = (
+            torch.linalg.lstsq(
+                torch.as_tensor([[1.0, a, b] for a, b in zip(ln_, corr)]),
+                torch.as_tensor(ly)[:, None],
+            )
+            .solution[:, 0]
+            .numpy()
+        )
+        start[2] = max(start[2], -0.9 / corr.max())  # keep 1 + c n^correction positive
 
-        def residual(q):
+        def residual(q, ln_=ln_, corr=corr, ly=ly):
             return q[0] + q[1] * ln_ + np.log(np.maximum(1 + q[2] * corr, 1e-12)) - ly
+
         out.append(float(least_squares(residual, start, xtol=1e-14, ftol=1e-14, gtol=1e-14).x[1]))
     return torch.tensor(out, dtype=torch.float64).reshape(y64.shape[:-1])
 

@@ -1,4 +1,5 @@
 """One house style: theory as lines, measurement as markers with error bars."""
+
 from __future__ import annotations
 
 import matplotlib as mpl
@@ -9,12 +10,22 @@ PALETTE = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F
 
 def use_style() -> None:
     """Apply the book's matplotlib style (colour-blind-safe palette, light grid, no top/right spines)."""
-    mpl.rcParams.update({
-        "figure.figsize": (6.4, 4.0), "figure.dpi": 110, "savefig.dpi": 150,
-        "axes.prop_cycle": mpl.cycler(color=PALETTE), "axes.spines.top": False, "axes.spines.right": False,
-        "axes.grid": True, "grid.alpha": 0.25, "font.size": 10, "legend.frameon": False,
-        "lines.linewidth": 1.8, "errorbar.capsize": 2,
-    })
+    mpl.rcParams.update(
+        {
+            "figure.figsize": (6.4, 4.0),
+            "figure.dpi": 110,
+            "savefig.dpi": 150,
+            "axes.prop_cycle": mpl.cycler(color=PALETTE),
+            "axes.spines.top": False,
+            "axes.spines.right": False,
+            "axes.grid": True,
+            "grid.alpha": 0.25,
+            "font.size": 10,
+            "legend.frameon": False,
+            "lines.linewidth": 1.8,
+            "errorbar.capsize": 2,
+        }
+    )
 
 
 def theory(ax, x, y, label=None, color=None, **kw):
@@ -30,5 +41,7 @@ def measured(ax, x, y, yerr=None, label=None, color=None, **kw):
 
 def figure(ncols=1, width=6.4, height=4.0):
     use_style()
-    fig, axes = plt.subplots(1, ncols, figsize=(width * ncols if ncols > 1 else width, height), constrained_layout=True)
+    fig, axes = plt.subplots(
+        1, ncols, figsize=(width * ncols if ncols > 1 else width, height), constrained_layout=True
+    )
     return fig, axes

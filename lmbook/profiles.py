@@ -4,6 +4,7 @@
 - profile "full": one large GPU (H200 class), sizes of the original papers or larger.
 - device "auto" is CUDA when present, else CPU; "cuda" without CUDA is an error, never a fallback.
 """
+
 from __future__ import annotations
 
 import random
@@ -28,7 +29,7 @@ def check_profile(profile: str) -> str:
 
 
 def default_profile() -> str:
-    """"full" where CUDA is present, else "ci"."""
+    """ "full" where CUDA is present, else "ci"."""
     return "full" if torch.cuda.is_available() else "ci"
 
 
@@ -40,8 +41,10 @@ def resolve_device(device: str = "auto") -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UsageError(f"device {name!r} was asked for but CUDA is not available (torch {torch.__version__}); "
-                         "use --device cpu or --device auto, or install a CUDA build of torch on a GPU machine")
+        raise UsageError(
+            f"device {name!r} was asked for but CUDA is not available (torch {torch.__version__}); "
+            "use --device cpu or --device auto, or install a CUDA build of torch on a GPU machine"
+        )
     return torch.device(name)
 
 
@@ -64,8 +67,10 @@ def sizes(profile: str, **per_profile) -> SimpleNamespace:
     for p in PROFILES:
         odd = keys[p] - set.intersection(*keys.values())
         if odd:
-            raise UsageError(f"sizes(): {', '.join(sorted(odd))} set for profile {p!r} only; every profile needs "
-                             "the same keys")
+            raise UsageError(
+                f"sizes(): {', '.join(sorted(odd))} set for profile {p!r} only; every profile needs "
+                "the same keys"
+            )
     return SimpleNamespace(**per_profile[profile])
 
 

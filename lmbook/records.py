@@ -1,5 +1,6 @@
 """Files that must never be seen half-written (claim records, run files), and the versions that a
 record carries."""
+
 from __future__ import annotations
 
 import os

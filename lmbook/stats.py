@@ -15,6 +15,7 @@ Conventions
 - "Never happened" (a first-passage time that never occurred, a crossing that does not exist) is
   NaN everywhere in lmbook: a NaN propagates to the mean, and a NaN never passes a claim.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -25,10 +26,10 @@ import numpy as np
 import scipy.stats
 import torch
 
-ALPHA = 0.01          # family-wise error rate of one chapter run
-FAMILY = 20           # claims per chapter at most (the runner enforces it): the Bonferroni divisor
-GROUPS = 32           # batch-means groups for many replicates
-GROUPED_FROM = 160    # replicates from which they are grouped (5 or more per group)
+ALPHA = 0.01  # family-wise error rate of one chapter run
+FAMILY = 20  # claims per chapter at most (the runner enforces it): the Bonferroni divisor
+GROUPS = 32  # batch-means groups for many replicates
+GROUPED_FROM = 160  # replicates from which they are grouped (5 or more per group)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,7 +52,9 @@ class Estimate:
 
 def t_quantile(alpha: float, dof: float) -> float:
     """The two-sided Student-t quantile at level alpha (normal for infinite dof)."""
-    return float(scipy.stats.norm.isf(alpha / 2) if math.isinf(dof) else scipy.stats.t.isf(alpha / 2, dof))
+    return float(
+        scipy.stats.norm.isf(alpha / 2) if math.isinf(dof) else scipy.stats.t.isf(alpha / 2, dof)
+    )
 
 
 def as_array(x) -> np.ndarray:
@@ -81,11 +84,19 @@ def estimate(samples) -> Estimate:
     x = as_array(samples)
     g = group_means(x)
     if x.size < 2 or not np.isfinite(x).all():
-        return Estimate(float(np.mean(x)) if x.size else math.nan, math.nan, math.nan, "fewer than 2 finite "
-                        "replicates", int(x.size))
+        return Estimate(
+            float(np.mean(x)) if x.size else math.nan,
+            math.nan,
+            math.nan,
+            "fewer than 2 finite replicates",
+            int(x.size),
+        )
     se = float(g.std(ddof=1) / math.sqrt(g.size))
-    how = (f"t interval over {x.size} replicates" if g.size == x.size
-           else f"batch means: {x.size} replicates in {g.size} groups, t interval over the group means")
+    how = (
+        f"t interval over {x.size} replicates"
+        if g.size == x.size
+        else f"batch means: {x.size} replicates in {g.size} groups, t interval over the group means"
+    )
     return Estimate(float(x.mean()), se, g.size - 1, how, int(x.size))
 
 
@@ -93,7 +104,7 @@ def mean_and_se(x: torch.Tensor, dim: int = 0):
     """Mean and plain standard error of the mean along `dim`, for tables and figures (claims use
     `estimate`). NaNs propagate."""
     n = x.shape[dim]
-    return x.mean(dim), x.std(dim) / n ** 0.5
+    return x.mean(dim), x.std(dim) / n**0.5
 
 
 def jackknife(statistic: Callable, samples, groups: int = 64) -> Estimate:
@@ -101,7 +112,9 @@ def jackknife(statistic: Callable, samples, groups: int = 64) -> Estimate:
     SE over `groups` contiguous groups of chains (one chain per group when there are fewer); the
     Estimate has groups - 1 degrees of freedom. For statistics of the mean that have no per-replicate
     value (a crossing of a mean curve, a ratio of means)."""
-    samples = np.asarray(samples.cpu() if isinstance(samples, torch.Tensor) else samples, dtype=float)
+    samples = np.asarray(
+        samples.cpu() if isinstance(samples, torch.Tensor) else samples, dtype=float
+    )
     n = samples.shape[-1]
     g = min(groups, n)
     sums = np.stack([part.sum(-1) for part in np.array_split(samples, g, axis=-1)], axis=-1)
@@ -109,7 +122,9 @@ def jackknife(statistic: Callable, samples, groups: int = 64) -> Estimate:
     value = statistic(sums.sum(-1) / n)
     loo = np.array([statistic((sums.sum(-1) - sums[..., j]) / (n - counts[j])) for j in range(g)])
     se = math.sqrt((g - 1) / g * ((loo - loo.mean()) ** 2).sum())
-    return Estimate(float(value), se, g - 1, f"delete-a-group jackknife over {g} groups of {n} chains", n)
+    return Estimate(
+        float(value), se, g - 1, f"delete-a-group jackknife over {g} groups of {n} chains", n
+    )
 
 
 def time_average(series: torch.Tensor, batches: int = 5) -> Estimate:
@@ -120,8 +135,18 @@ def time_average(series: torch.Tensor, batches: int = 5) -> Estimate:
     x = torch.as_tensor(series, dtype=torch.float64).flatten()
     size = x.numel() // batches
     if batches < 2 or size < 2:
-        return Estimate(float(x.mean()) if x.numel() else math.nan, math.nan, math.nan,
-                        "too short for batch means", int(x.numel()))
-    means = x[:size * batches].view(batches, size).mean(1)
-    return Estimate(float(x.mean()), float(means.std() / math.sqrt(batches)), batches - 1,
-                    f"batch means over {batches} blocks of a time series", int(x.numel()))
+        return Estimate(
+            float(x.mean()) if x.numel() else math.nan,
+            math.nan,
+            math.nan,
+            "too short for batch means",
+            int(x.numel()),
+        )
+    means = x[: size * batches].view(batches, size).mean(1)
+    return Estimate(
+        float(x.mean()),
+        float(means.std() / math.sqrt(batches)),
+        batches - 1,
+        f"batch means over {batches} blocks of a time series",
+        int(x.numel()),
+    )

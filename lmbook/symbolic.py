@@ -1,4 +1,5 @@
 """SymPy helpers shared by the chapters' derivations."""
+
 from __future__ import annotations
 
 import sympy as sp
@@ -13,7 +14,9 @@ def pick_root(roots, sample: dict):
         if abs(v.imag) < 1e-12 * max(1.0, abs(v.real)) and v.real > 0:
             good.append(r)
     if len(good) != 1:
-        raise ValueError(f"expected exactly one real positive root at {sample}, found {len(good)} among {roots}")
+        raise ValueError(
+            f"expected exactly one real positive root at {sample}, found {len(good)} among {roots}"
+        )
     return good[0]
 
 

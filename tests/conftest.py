@@ -1,5 +1,6 @@
 """Shared fixtures: the project root, a fixture project with one tiny chapter, and one ci run of the
 real chapters shared by the chapter tests and the book-build test."""
+
 import shutil
 import subprocess
 import sys
@@ -45,5 +46,10 @@ def ci_run():
 @pytest.fixture(scope="session")
 def built_site(ci_run):
     """`lmbook build --profile ci` once per session (reusing the ci run); returns the finished process."""
-    return subprocess.run([sys.executable, "-m", "lmbook", "build", "--profile", "ci"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=1800)
+    return subprocess.run(
+        [sys.executable, "-m", "lmbook", "build", "--profile", "ci"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )

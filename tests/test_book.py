@@ -1,10 +1,11 @@
 """`lmbook build --profile ci` renders the site from the executed chapters with warnings as errors, and a
 prose-only edit re-renders without executing any chapter."""
+
 import json
 
 import pytest
-
 from conftest import ROOT
+
 from lmbook.engine.chapters import discover
 from lmbook.engine.runner import cache_key, default_out, run_chapters
 
@@ -36,13 +37,19 @@ def test_a_prose_edit_does_not_re_execute(fixture_root, tmp_path):
     key = cache_key(chapter, {"p": 1})
     out = tmp_path / "run"
     assert run_chapters([chapter], "ci", "cpu", 0, out)[0].status == "passed"
-    chapter.path.write_text(chapter.path.read_text().replace("is 1/2 with standard error", "equals one half, with standard error"))
+    chapter.path.write_text(
+        chapter.path.read_text().replace(
+            "is 1/2 with standard error", "equals one half, with standard error"
+        )
+    )
     assert cache_key(chapter, {"p": 1}) == key
     assert run_chapters([chapter], "ci", "cpu", 0, out)[0].status == "cached"
     merged = json.loads(merged_notebook(chapter, out / "notebooks" / "tiny.ipynb", "tail"))
     text = "".join("".join(c["source"]) for c in merged["cells"])
     assert "equals one half" in text and "is 1/2 with" not in text
-    assert any(c["cell_type"] == "code" and c.get("outputs") for c in merged["cells"]), "outputs were kept"
+    assert any(c["cell_type"] == "code" and c.get("outputs") for c in merged["cells"]), (
+        "outputs were kept"
+    )
     chapter.path.write_text(chapter.path.read_text().replace("n = 4096", "n = 4097"))
     assert cache_key(chapter, {"p": 1}) != key
 

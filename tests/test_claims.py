@@ -1,5 +1,6 @@
 """The claim standard as lmbook enforces it: bands from replicates, named budgets, rivals with a
 discrimination, breaks, NaN, atomic records, the prediction scale."""
+
 import json
 import math
 
@@ -21,16 +22,42 @@ def record_file(tmp_path, claim):
 
 
 def normal(n, mean=1.0, sd=0.1, seed=0):
-    return torch.randn(n, generator=torch.Generator().manual_seed(seed), dtype=torch.float64) * sd + mean
+    return (
+        torch.randn(n, generator=torch.Generator().manual_seed(seed), dtype=torch.float64) * sd
+        + mean
+    )
 
 
 def test_pass_writes_a_complete_record_and_prints_the_verdict(claims, tmp_path, capsys):
-    rec = claims.agrees("c", "x is 1", predicted=1.0, measured=normal(40), systematic=Tol(0.01, "grid error h^2"))
+    rec = claims.agrees(
+        "c", "x is 1", predicted=1.0, measured=normal(40), systematic=Tol(0.01, "grid error h^2")
+    )
     assert rec.passed and capsys.readouterr().out.startswith("PASS c: predicted 1")
     data = record_file(tmp_path, "c")
-    for key in ("chapter", "claim", "statement", "predicted", "measured", "se", "n", "stat_method", "stat_band",
-                "tolerance", "tolerance_origin", "systematic_terms", "rival", "discrimination", "passed",
-                "profile", "device", "seed", "versions", "wall_seconds", "allowed", "miss"):
+    for key in (
+        "chapter",
+        "claim",
+        "statement",
+        "predicted",
+        "measured",
+        "se",
+        "n",
+        "stat_method",
+        "stat_band",
+        "tolerance",
+        "tolerance_origin",
+        "systematic_terms",
+        "rival",
+        "discrimination",
+        "passed",
+        "profile",
+        "device",
+        "seed",
+        "versions",
+        "wall_seconds",
+        "allowed",
+        "miss",
+    ):
         assert key in data
     assert data["n"] == 40 and data["versions"]["torch"]
     assert not list((tmp_path / "claims").glob("*.tmp")), "no temporary file may be left behind"
@@ -53,7 +80,9 @@ def test_many_replicates_are_grouped_for_skew(claims):
 
 def test_paired_predictions_band_the_differences(claims):
     base = normal(50, sd=1.0)
-    rec = claims.agrees("c", "paired", predicted=base, measured=base + normal(50, 0.0, 0.001, seed=1))
+    rec = claims.agrees(
+        "c", "paired", predicted=base, measured=base + normal(50, 0.0, 0.001, seed=1)
+    )
     assert rec.se < 0.001 and "paired" in rec.stat_method
 
 
@@ -73,7 +102,9 @@ def test_fail_raises_with_numbers_and_still_writes(claims, tmp_path):
     with pytest.raises(ClaimFailed) as err:
         claims.agrees("c", "x is 1", predicted=1.0, measured=1.5, systematic=Tol(0.1, "o"))
     msg = str(err.value)
-    assert "predicted 1" in msg and "measured 1.5" in msg and "missed by 0.5" in msg and "50.0%" in msg
+    assert (
+        "predicted 1" in msg and "measured 1.5" in msg and "missed by 0.5" in msg and "50.0%" in msg
+    )
     assert record_file(tmp_path, "c")["passed"] is False
 
 
@@ -91,18 +122,32 @@ def test_nan_and_inf_never_pass(claims, tmp_path, bad):
 
 
 def test_a_rival_needs_two_bands_of_discrimination(claims):
-    rec = claims.agrees("r", "x is 1", predicted=1.0, measured=1.0, systematic=Tol(0.1, "o"),
-                        rival=Rival(1.5, "naive"))
+    rec = claims.agrees(
+        "r",
+        "x is 1",
+        predicted=1.0,
+        measured=1.0,
+        systematic=Tol(0.1, "o"),
+        rival=Rival(1.5, "naive"),
+    )
     assert rec.discrimination == pytest.approx(5.0)
     with pytest.raises(ClaimFailed, match="rival 'naive'.*bands from the prediction"):
-        claims.agrees("r2", "x is 1", predicted=1.0, measured=1.0, systematic=Tol(0.1, "o"),
-                      rival=Rival(1.15, "naive"))
+        claims.agrees(
+            "r2",
+            "x is 1",
+            predicted=1.0,
+            measured=1.0,
+            systematic=Tol(0.1, "o"),
+            rival=Rival(1.15, "naive"),
+        )
     with pytest.raises(UsageError, match="name"):
         Rival(2.0, "")
 
 
 def test_estimates_for_quantities_without_replicates(claims):
-    rec = claims.agrees("e", "a crossing", predicted=2.0, measured=Estimate(2.01, 0.01, 63, "jackknife"))
+    rec = claims.agrees(
+        "e", "a crossing", predicted=2.0, measured=Estimate(2.01, 0.01, 63, "jackknife")
+    )
     assert rec.stat_band == pytest.approx(t_quantile(ALPHA / FAMILY, 63) * 0.01)
     assert rec.stat_method == "jackknife"
     with pytest.raises(UsageError, match="one prediction"):
@@ -110,7 +155,13 @@ def test_estimates_for_quantities_without_replicates(claims):
 
 
 def test_breaks_passes_only_when_the_prediction_misses(claims):
-    claims.breaks("b1", "fails here", predicted=-1.0, measured=normal(20, -0.3, 0.01), systematic=Tol(0.05, "o"))
+    claims.breaks(
+        "b1",
+        "fails here",
+        predicted=-1.0,
+        measured=normal(20, -0.3, 0.01),
+        systematic=Tol(0.05, "o"),
+    )
     with pytest.raises(ClaimFailed, match="expected to break"):
         claims.breaks("b2", "fails here", predicted=-1.0, measured=-0.99, systematic=Tol(0.05, "o"))
 
@@ -151,5 +202,5 @@ def test_prediction_scale_is_applied_and_recorded(claims, monkeypatch):
 def test_memory_only_when_no_results_dir():
     c = Claims("unit", "ci", "cpu", 0, "")
     c.agrees("c", "x", predicted=1.0, measured=1.0)
-    c.agrees("c", "x", predicted=1.0, measured=1.0)   # a cell run again
+    c.agrees("c", "x", predicted=1.0, measured=1.0)  # a cell run again
     assert len(c.records) == 1

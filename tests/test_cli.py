@@ -1,4 +1,5 @@
 """The command line: listings, the ledger, and exit code 2 with the valid choices for bad input."""
+
 import json
 import signal
 import subprocess
@@ -7,8 +8,6 @@ import time
 
 import pytest
 import torch
-
-from conftest import ROOT
 
 
 def lmbook(*args, root=None):
@@ -27,7 +26,9 @@ def test_list_json():
 
 def test_unknown_chapter_exits_2_listing_the_valid_ones():
     done = lmbook("run", "no-such-chapter")
-    assert done.returncode == 2 and "unknown chapter" in done.stderr and "deep-linear" in done.stderr
+    assert (
+        done.returncode == 2 and "unknown chapter" in done.stderr and "deep-linear" in done.stderr
+    )
 
 
 def test_unknown_profile_and_device_exit_2():
@@ -40,7 +41,11 @@ def test_unknown_profile_and_device_exit_2():
 @pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is present")
 def test_cuda_absent_exits_2():
     done = lmbook("run", "deep-linear", "--device", "cuda")
-    assert done.returncode == 2 and "CUDA is not available" in done.stderr and "--device cpu" in done.stderr
+    assert (
+        done.returncode == 2
+        and "CUDA is not available" in done.stderr
+        and "--device cpu" in done.stderr
+    )
 
 
 def test_claims_of_a_missing_folder_exits_2(tmp_path):
@@ -50,7 +55,9 @@ def test_claims_of_a_missing_folder_exits_2(tmp_path):
 
 def test_a_root_without_chapters_exits_2(tmp_path):
     done = lmbook("list", root=tmp_path)
-    assert done.returncode == 2 and "no notebooks/ folder" in done.stderr and "--root" in done.stderr
+    assert (
+        done.returncode == 2 and "no notebooks/ folder" in done.stderr and "--root" in done.stderr
+    )
 
 
 def test_jobs_must_be_positive():
@@ -67,8 +74,23 @@ def test_run_and_claims_on_the_fixture(fixture_root, tmp_path):
     done = lmbook("claims", str(out), "--format", "json")
     records = json.loads(done.stdout)
     assert done.returncode == 0 and len(records) == 3
-    for key in ("chapter", "claim", "statement", "predicted", "measured", "tolerance", "tolerance_origin",
-                "stat_band", "allowed", "rival", "discrimination", "passed", "profile", "device", "seed"):
+    for key in (
+        "chapter",
+        "claim",
+        "statement",
+        "predicted",
+        "measured",
+        "tolerance",
+        "tolerance_origin",
+        "stat_band",
+        "allowed",
+        "rival",
+        "discrimination",
+        "passed",
+        "profile",
+        "device",
+        "seed",
+    ):
         assert all(key in r for r in records)
     table = lmbook("claims", str(out))
     assert "3/3 claims passed" in table.stdout
@@ -85,7 +107,9 @@ def test_a_failing_claim_exits_1_naming_the_chapter(fixture_root, tmp_path):
 
 def test_an_unwritable_out_folder_exits_2_naming_it():
     done = lmbook("run", "deep-linear", "--out", "/proc/forbidden")
-    assert done.returncode == 2 and "/proc/forbidden" in done.stderr and "Traceback" not in done.stderr
+    assert (
+        done.returncode == 2 and "/proc/forbidden" in done.stderr and "Traceback" not in done.stderr
+    )
 
 
 def test_bad_seeds_exit_2():
@@ -96,11 +120,19 @@ def test_bad_seeds_exit_2():
 @pytest.mark.slow
 def test_ctrl_c_exits_130_and_leaves_nothing_that_looks_passed(fixture_root, tmp_path):
     nb = fixture_root / "notebooks" / "tiny.md"
-    nb.write_text(nb.read_text().replace('claims.agrees("second_moment"',
-                                         'import time; time.sleep(60)\nclaims.agrees("second_moment"'))
+    nb.write_text(
+        nb.read_text().replace(
+            'claims.agrees("second_moment"',
+            'import time; time.sleep(60)\nclaims.agrees("second_moment"',
+        )
+    )
     out = tmp_path / "run"
-    proc = subprocess.Popen([sys.executable, "-m", "lmbook", "--root", str(fixture_root), "run", "--out", str(out)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lmbook", "--root", str(fixture_root), "run", "--out", str(out)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     first = out / "claims" / "tiny" / "mean.json"
     deadline = time.time() + 120
     while not first.exists() and time.time() < deadline and proc.poll() is None:

@@ -1,10 +1,19 @@
 """An ensemble trained at once follows, to rounding, the trajectories of its members trained one by one
 with torch.optim.SGD (plain and heavy ball, per-model learning rates, shared or per-model data)."""
+
 import pytest
 import torch
 
-from lmbook.ensemble import (base_model, ensemble_loss_and_grad, momentum_step, sgd_step, stack,
-                             train_ensemble, unstack, zeros_like)
+from lmbook.ensemble import (
+    base_model,
+    ensemble_loss_and_grad,
+    momentum_step,
+    sgd_step,
+    stack,
+    train_ensemble,
+    unstack,
+    zeros_like,
+)
 
 N, STEPS = 4, 25
 LRS = torch.tensor([0.05, 0.1, 0.2, 0.3], dtype=torch.float64)
@@ -18,15 +27,20 @@ def models(n=N):
     out = []
     for seed in range(n):
         torch.manual_seed(seed)
-        out.append(torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.Tanh(), torch.nn.Linear(8, 2)).double())
+        out.append(
+            torch.nn.Sequential(
+                torch.nn.Linear(3, 8), torch.nn.Tanh(), torch.nn.Linear(8, 2)
+            ).double()
+        )
     return out
 
 
 def data(per_model=False):
     g = torch.Generator().manual_seed(0)
     shape = (N, 20) if per_model else (20,)
-    return torch.randn(*shape, 3, generator=g, dtype=torch.float64), torch.randn(*shape, 2, generator=g,
-                                                                                 dtype=torch.float64)
+    return torch.randn(*shape, 3, generator=g, dtype=torch.float64), torch.randn(
+        *shape, 2, generator=g, dtype=torch.float64
+    )
 
 
 def loop(ms, x, y, lrs, momentum, per_model=False):
@@ -48,15 +62,20 @@ def loop(ms, x, y, lrs, momentum, per_model=False):
 @pytest.mark.parametrize("per_model", [False, True])
 def test_ensemble_matches_a_loop_of_torch_sgd(momentum, per_model):
     x, y = data(per_model)
-    ens_losses, params = train_ensemble(models(), x, y, mse, LRS, STEPS, momentum=momentum,
-                                        per_model_data=per_model)
+    ens_losses, params = train_ensemble(
+        models(), x, y, mse, LRS, STEPS, momentum=momentum, per_model_data=per_model
+    )
     ref = models()
     ref_losses = loop(ref, x, y, LRS, momentum, per_model)
     assert ens_losses.shape == (STEPS, N)
     assert torch.allclose(ens_losses, ref_losses, rtol=0, atol=1e-10)
     for name, p in params.items():
-        assert torch.allclose(p, torch.stack([dict(m.named_parameters())[name] for m in ref]).detach(),
-                              rtol=0, atol=1e-10)
+        assert torch.allclose(
+            p,
+            torch.stack([dict(m.named_parameters())[name] for m in ref]).detach(),
+            rtol=0,
+            atol=1e-10,
+        )
     # the runs differ from each other (different seeds and step sizes) and the loss went down
     assert (ens_losses[-1] < ens_losses[0]).all() and ens_losses[-1].unique().numel() == N
 

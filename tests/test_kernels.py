@@ -14,13 +14,13 @@ F64 = torch.float64
 
 def naive(x, L, sw, sb):
     """Textbook recursion with arccos(rho): right to ~1e-15 away from rho = +-1, off by ~sqrt(eps) near it."""
-    S = sw ** 2 * x @ x.T / x.shape[1] + sb ** 2
+    S = sw**2 * x @ x.T / x.shape[1] + sb**2
     T = S.copy()
     for _ in range(L):
         rr = np.sqrt(np.outer(np.diag(S), np.diag(S)))
         t = np.arccos(np.clip(S / rr, -1, 1))
-        S = sw ** 2 * rr * (np.sin(t) + (np.pi - t) * np.cos(t)) / (2 * np.pi) + sb ** 2
-        T = S + T * sw ** 2 * (np.pi - t) / (2 * np.pi)
+        S = sw**2 * rr * (np.sin(t) + (np.pi - t) * np.cos(t)) / (2 * np.pi) + sb**2
+        T = S + T * sw**2 * (np.pi - t) / (2 * np.pi)
     return S, T
 
 
@@ -29,13 +29,19 @@ def mp_pair(x, y, L, sw, sb):
     with mpmath.workdps(50):
         sw, sb, d = mpmath.mpf(sw), mpmath.mpf(sb), len(x)
         dot = lambda u, v: mpmath.fsum(mpmath.mpf(a) * mpmath.mpf(b) for a, b in zip(u, v))  # noqa: E731
-        q1, q2, c = (sw ** 2 * dot(u, v) / d + sb ** 2 for u, v in [(x, x), (y, y), (x, y)])
+        q1, q2, c = (sw**2 * dot(u, v) / d + sb**2 for u, v in [(x, x), (y, y), (x, y)])
         T = c
         for _ in range(L):
             t = mpmath.acos(c / mpmath.sqrt(q1 * q2))
-            c = sw ** 2 * mpmath.sqrt(q1 * q2) * (mpmath.sin(t) + (mpmath.pi - t) * mpmath.cos(t)) / (2 * mpmath.pi) + sb ** 2
-            T = c + T * sw ** 2 * (mpmath.pi - t) / (2 * mpmath.pi)
-            q1, q2 = sw ** 2 * q1 / 2 + sb ** 2, sw ** 2 * q2 / 2 + sb ** 2
+            c = (
+                sw**2
+                * mpmath.sqrt(q1 * q2)
+                * (mpmath.sin(t) + (mpmath.pi - t) * mpmath.cos(t))
+                / (2 * mpmath.pi)
+                + sb**2
+            )
+            T = c + T * sw**2 * (mpmath.pi - t) / (2 * mpmath.pi)
+            q1, q2 = sw**2 * q1 / 2 + sb**2, sw**2 * q2 / 2 + sb**2
         return float(c), float(T)
 
 
@@ -52,16 +58,23 @@ def test_sympy_derivation_gives_the_closed_forms():
 def test_sympy_lambdified_agrees_with_numpy_closed_form():
     """Sigma^1 = sw^2 E_relu + sb^2 and Theta^1 - Sigma^1 = Sigma^0 sw^2 E_step, with (q1, q2, theta) from Sigma^0."""
     theta, q1, q2, e_relu, e_step = arccos_expectations()
-    f_relu, f_step = sp.lambdify((theta, q1, q2), e_relu, "numpy"), sp.lambdify(theta, e_step, "numpy")
+    f_relu, f_step = (
+        sp.lambdify((theta, q1, q2), e_relu, "numpy"),
+        sp.lambdify(theta, e_step, "numpy"),
+    )
     x = np.random.default_rng(1).normal(size=(7, 4))
     sw, sb = 1.3, 0.4
-    S0 = sw ** 2 * x @ x.T / 4 + sb ** 2
+    S0 = sw**2 * x @ x.T / 4 + sb**2
     q = np.diag(S0)
     t = np.arccos(np.clip(S0 / np.sqrt(np.outer(q, q)), -1, 1))
     off = ~np.eye(7, dtype=bool)  # arccos is only accurate off the diagonal
     S1, T1 = relu_nngp_ntk(x, 1, sw, sb)
-    np.testing.assert_allclose(S1[off], (sw ** 2 * f_relu(t, q[:, None], q[None, :]) + sb ** 2)[off], rtol=1e-13)
-    np.testing.assert_allclose((T1 - S1)[off], (S0 * sw ** 2 * f_step(t))[off], rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(
+        S1[off], (sw**2 * f_relu(t, q[:, None], q[None, :]) + sb**2)[off], rtol=1e-13
+    )
+    np.testing.assert_allclose(
+        (T1 - S1)[off], (S0 * sw**2 * f_step(t))[off], rtol=1e-12, atol=1e-14
+    )
 
 
 def test_matches_textbook_recursion_for_generic_inputs():
@@ -76,7 +89,7 @@ def test_matches_textbook_recursion_for_generic_inputs():
 def test_hidden_layers_zero_is_the_linear_readout():
     x = np.random.default_rng(2).normal(size=(5, 3))
     S, T = relu_nngp_ntk(x, 0, 1.5, 0.2)
-    np.testing.assert_allclose(S, 1.5 ** 2 * x @ x.T / 3 + 0.04, rtol=1e-14, atol=1e-15)
+    np.testing.assert_allclose(S, 1.5**2 * x @ x.T / 3 + 0.04, rtol=1e-14, atol=1e-15)
     np.testing.assert_array_equal(S, T)
 
 
@@ -92,18 +105,18 @@ def test_symmetric_psd_and_float64(L):
 def test_identical_rows_give_exactly_the_diagonal_and_diagonal_is_exact():
     rng = np.random.default_rng(4)
     x = rng.normal(size=(6, 5))
-    x = np.vstack([x, x[2], 3 * x[1], x[2]])       # rows 2, 6 and 8 identical
+    x = np.vstack([x, x[2], 3 * x[1], x[2]])  # rows 2, 6 and 8 identical
     sw, sb, L = 1.4, 0.3, 3
     S, T = relu_nngp_ntk(x, L, sw, sb)
     for K in (S, T):
         assert K[2, 6] == K[2, 2] == K[6, 6] == K[2, 8] == K[8, 8]
         np.testing.assert_array_equal(K[2], K[6])
     # the diagonal against its exact recursion q^l = sw^2 q/2 + sb^2, Theta^l = q^l + Theta^{l-1} sw^2/2
-    q = sw ** 2 * (x * x).sum(1) / 5 + sb ** 2
+    q = sw**2 * (x * x).sum(1) / 5 + sb**2
     th = q.copy()
     for _ in range(L):
-        q = sw ** 2 * q / 2 + sb ** 2
-        th = q + th * sw ** 2 / 2
+        q = sw**2 * q / 2 + sb**2
+        th = q + th * sw**2 / 2
     np.testing.assert_allclose(np.diag(S), q, rtol=1e-14)
     np.testing.assert_allclose(np.diag(T), th, rtol=1e-14)
 
@@ -114,25 +127,31 @@ def test_nearly_identical_and_colinear_rows_keep_full_accuracy(sb):
     the closed form must agree with 50-digit arithmetic to 1e-13 relative."""
     rng = np.random.default_rng(5)
     x0 = rng.normal(size=4)
-    pairs = [(x0, x0 + 1e-9 * rng.normal(size=4)), (x0, x0 + 1e-5 * rng.normal(size=4)), (x0, 3 * x0)]
+    pairs = [
+        (x0, x0 + 1e-9 * rng.normal(size=4)),
+        (x0, x0 + 1e-5 * rng.normal(size=4)),
+        (x0, 3 * x0),
+    ]
     for L in (1, 3):
         for a, b in pairs:
             S, T = relu_nngp_ntk(np.stack([a, b]), L, 1.3, sb)
             s_ref, t_ref = mp_pair(a, b, L, 1.3, sb)
-            assert S[0, 1] == pytest.approx(s_ref, rel=1e-13) and T[0, 1] == pytest.approx(t_ref, rel=1e-13)
+            assert S[0, 1] == pytest.approx(s_ref, rel=1e-13) and T[0, 1] == pytest.approx(
+                t_ref, rel=1e-13
+            )
 
 
 def test_antipodal_rows_take_the_t_equals_pi_limit():
     x = np.array([[0.3, -1.2, 0.7], [-0.3, 1.2, -0.7], [-0.6, 2.4, -1.4]])  # x, -x, -2x
     sw = 1.4
-    q0 = sw ** 2 * (x[0] ** 2).sum() / 3
+    q0 = sw**2 * (x[0] ** 2).sum() / 3
     S1, T1 = relu_nngp_ntk(x, 1, sw, 0.0)
     # t = pi: E[relu relu] = 0 and E[relu' relu'] = 0, so Sigma^1 = Theta^1 = 0 between x and -x, -2x
     assert np.abs(S1[0, 1:]).max() <= 1e-15 * q0 and np.abs(T1[0, 1:]).max() <= 1e-15 * q0
     # one layer later the angle is pi/2: Sigma^2 = sw^2 sqrt(q1 q1')/(2 pi), Theta^2 = Sigma^2 + 0
     S2, T2 = relu_nngp_ntk(x, 2, sw, 0.0)
-    q1 = sw ** 2 * q0 / 2
-    np.testing.assert_allclose(S2[0, 1:], sw ** 2 * q1 * np.array([1, 2]) / (2 * np.pi), rtol=1e-14)
+    q1 = sw**2 * q0 / 2
+    np.testing.assert_allclose(S2[0, 1:], sw**2 * q1 * np.array([1, 2]) / (2 * np.pi), rtol=1e-14)
     np.testing.assert_allclose(T2[0, 1:], S2[0, 1:], rtol=1e-14)
     # the same through SymPy at theta = pi
     theta, q1s, q2s, e_relu, e_step = arccos_expectations()
@@ -155,24 +174,30 @@ def mc_kernels(x, L, sw, sb, width, nets, seed):
     X = torch.as_tensor(x, dtype=F64)
     m, d = X.shape
     W1 = torch.randn(nets, width, d, generator=g, dtype=F64)
-    h = sw / math.sqrt(d) * W1 @ X.T + sb * torch.randn(nets, width, 1, generator=g, dtype=F64)  # (nets, width, m)
+    h = sw / math.sqrt(d) * W1 @ X.T + sb * torch.randn(
+        nets, width, 1, generator=g, dtype=F64
+    )  # (nets, width, m)
     for _ in range(L - 1):
         a = torch.relu(h)
-        K = sw ** 2 * a.transpose(1, 2) @ a / width + sb ** 2
+        K = sw**2 * a.transpose(1, 2) @ a / width + sb**2
         lam, V = torch.linalg.eigh(K)
-        h = torch.randn(nets, width, m, generator=g, dtype=F64) @ (V * lam.clamp(min=0).sqrt().unsqueeze(1)).transpose(1, 2)
+        h = torch.randn(nets, width, m, generator=g, dtype=F64) @ (
+            V * lam.clamp(min=0).sqrt().unsqueeze(1)
+        ).transpose(1, 2)
     a = torch.relu(h)
-    S = sw ** 2 * a.transpose(1, 2) @ a / width + sb ** 2
+    S = sw**2 * a.transpose(1, 2) @ a / width + sb**2
     if L != 1:
         return S.numpy(), None
     # L = 1: d f/d(W1, b1) of unit k is sw/sqrt(width) v_k 1(h_k > 0) (sw x/sqrt(d), sb); readout gives S
     v = torch.randn(nets, width, 1, generator=g, dtype=F64)
     D = v * (h > 0)
-    S0 = sw ** 2 * X @ X.T / d + sb ** 2
-    return S.numpy(), (S + S0 * sw ** 2 * (D.transpose(1, 2) @ D) / width).numpy()
+    S0 = sw**2 * X @ X.T / d + sb**2
+    return S.numpy(), (S + S0 * sw**2 * (D.transpose(1, 2) @ D) / width).numpy()
 
 
-@pytest.mark.parametrize("L, sw, sb", [(1, math.sqrt(2), 0.0), (1, 1.3, 0.4), (2, 1.3, 0.4), (3, 1.6, 0.2)])
+@pytest.mark.parametrize(
+    "L, sw, sb", [(1, math.sqrt(2), 0.0), (1, 1.3, 0.4), (2, 1.3, 0.4), (3, 1.6, 0.2)]
+)
 def test_nngp_and_ntk_match_monte_carlo_of_wide_networks(L, sw, sb):
     """Mean over 32 random networks of width 16384 vs the closed form, entry by entry.
 
@@ -182,7 +207,7 @@ def test_nngp_and_ntk_match_monte_carlo_of_wide_networks(L, sw, sb):
     The resulting relative precision is ~0.3%: a wrong index, e.g. dotSigma^l from Sigma^l instead of
     Sigma^{l-1}, moves the L = 1 NTK by ~5% and is rejected."""
     x = np.random.default_rng(10).normal(size=(5, 4))
-    x[4] = -x[0]                       # an antipodal pair
+    x[4] = -x[0]  # an antipodal pair
     width, nets = 16384, 32
     S_mc, T_mc = mc_kernels(x, L, sw, sb, width, nets, seed=L)
     S, T = relu_nngp_ntk(x, L, sw, sb)
@@ -191,13 +216,21 @@ def test_nngp_and_ntk_match_monte_carlo_of_wide_networks(L, sw, sb):
             continue
         se = mc.std(0, ddof=1) / math.sqrt(nets)
         scale = np.sqrt(np.outer(np.diag(K), np.diag(K)))
-        assert (np.abs(mc.mean(0) - K) <= 5 * se + (L - 1) / width * scale + 1e-15 * scale).all(), \
-            (mc.mean(0) - K) / se
+        assert (np.abs(mc.mean(0) - K) <= 5 * se + (L - 1) / width * scale + 1e-15 * scale).all(), (
+            mc.mean(0) - K
+        ) / se
 
 
-@pytest.mark.parametrize("bad, match", [
-    (np.ones(3), "shape"), (np.ones((2, 3, 1)), "shape"), (np.ones((0, 3)), "shape"), (np.ones((3, 0)), "shape"),
-    (np.array([[1.0, np.nan]]), "finite")])
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        (np.ones(3), "shape"),
+        (np.ones((2, 3, 1)), "shape"),
+        (np.ones((0, 3)), "shape"),
+        (np.ones((3, 0)), "shape"),
+        (np.array([[1.0, np.nan]]), "finite"),
+    ],
+)
 def test_bad_inputs_raise(bad, match):
     with pytest.raises(ValueError, match=match):
         relu_nngp_ntk(bad, 1, 1.0, 0.1)

@@ -1,11 +1,18 @@
 """Measurements on trajectories, finite-size exponents and crossings against exact answers."""
+
 import math
 
 import numpy as np
 import pytest
 import torch
 
-from lmbook.measure import crossing_times, finite_size_exponent, first_crossing, fit_crossing, loglog_slope
+from lmbook.measure import (
+    crossing_times,
+    finite_size_exponent,
+    first_crossing,
+    fit_crossing,
+    loglog_slope,
+)
 
 
 def test_crossing_times_interpolate_and_give_nan_when_never_reached():
@@ -16,10 +23,12 @@ def test_crossing_times_interpolate_and_give_nan_when_never_reached():
 
 def test_finite_size_exponent_recovers_the_leading_power_under_a_correction():
     n = torch.tensor([256.0, 512, 1024, 2048, 4096], dtype=torch.float64)
-    y = 3.0 * n ** -0.5 * (1 + 1.6 * n ** -0.5)
-    assert abs(loglog_slope(n, y) - (-0.5)) > 0.01            # the plain fit is biased by the correction
-    assert torch.isclose(finite_size_exponent(n, y, -0.5), torch.tensor(-0.5, dtype=torch.float64), atol=1e-3)
-    batch = torch.stack([y, 2 * n ** -0.75 * (1 - 0.5 * n ** -0.25)])
+    y = 3.0 * n**-0.5 * (1 + 1.6 * n**-0.5)
+    assert abs(loglog_slope(n, y) - (-0.5)) > 0.01  # the plain fit is biased by the correction
+    assert torch.isclose(
+        finite_size_exponent(n, y, -0.5), torch.tensor(-0.5, dtype=torch.float64), atol=1e-3
+    )
+    batch = torch.stack([y, 2 * n**-0.75 * (1 - 0.5 * n**-0.25)])
     corr = finite_size_exponent(n, batch[1:], -0.25)
     assert torch.isclose(corr[0], torch.tensor(-0.75, dtype=torch.float64), atol=1e-3)
 

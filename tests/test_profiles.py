@@ -38,11 +38,13 @@ def test_sizes_picks_the_profile():
 def test_start_is_the_prologue(tmp_path, monkeypatch):
     old = torch.get_default_dtype()
     try:
-        monkeypatch.setitem(globals(), "lmbook_chapter", "injected")   # what the runner injects
+        monkeypatch.setitem(globals(), "lmbook_chapter", "injected")  # what the runner injects
         dev, gen, claims = lmbook.start("ci", "cpu", 3, str(tmp_path))
         assert dev.type == "cpu" and claims.chapter == "injected" and claims.seed == 3
         assert torch.get_default_dtype() == torch.float64
-        assert torch.equal(torch.randn(2, generator=gen), torch.randn(2, generator=seed_everything(3)))
+        assert torch.equal(
+            torch.randn(2, generator=gen), torch.randn(2, generator=seed_everything(3))
+        )
         assert lmbook.start("ci", "cpu", 0, chapter="named")[2].chapter == "named"
         with pytest.raises(UsageError, match="choose one of"):
             lmbook.start("huge", "cpu", 0)

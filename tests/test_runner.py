@@ -1,5 +1,6 @@
 """The runner on the tiny fixture chapter: execution, records, the cache keyed on imported modules,
 failures, contract, jobs, the folder lock."""
+
 import json
 import shutil
 
@@ -41,8 +42,15 @@ def test_a_wrong_prediction_fails_with_the_message(fixture_root, tmp_path):
     nb.write_text(nb.read_text().replace("predicted=mean,", "predicted=1.2 * mean,"))
     [res] = _run(fixture_root, tmp_path / "run")
     assert res.status == "failed"
-    assert "claim tiny/mean failed" in res.message and "predicted 0.6" in res.message and "missed by" in res.message
-    assert json.loads((tmp_path / "run" / "claims" / "tiny" / "mean.json").read_text())["passed"] is False
+    assert (
+        "claim tiny/mean failed" in res.message
+        and "predicted 0.6" in res.message
+        and "missed by" in res.message
+    )
+    assert (
+        json.loads((tmp_path / "run" / "claims" / "tiny" / "mean.json").read_text())["passed"]
+        is False
+    )
 
 
 def test_a_cell_error_is_reported(fixture_root, tmp_path):
@@ -63,35 +71,49 @@ def test_the_chapter_contract_is_enforced(fixture_root, tmp_path):
 
 def test_parallel_jobs(fixture_root, tmp_path):
     src = fixture_root / "notebooks" / "tiny.md"
-    (fixture_root / "notebooks" / "tiny2.md").write_text(src.read_text().replace("id: tiny", "id: tiny2"))
+    (fixture_root / "notebooks" / "tiny2.md").write_text(
+        src.read_text().replace("id: tiny", "id: tiny2")
+    )
     results = _run(fixture_root, tmp_path / "run", jobs=2)
-    assert [r.id for r in results] == ["tiny", "tiny2"] and all(r.status == "passed" for r in results)
+    assert [r.id for r in results] == ["tiny", "tiny2"] and all(
+        r.status == "passed" for r in results
+    )
     record = json.loads((tmp_path / "run" / "claims" / "tiny2" / "mean.json").read_text())
     assert record["chapter"] == "tiny2", "the runner injects the id from the front matter"
 
 
-def test_the_cache_is_keyed_on_the_modules_the_chapter_imported(fixture_root, tmp_path, monkeypatch):
+def test_the_cache_is_keyed_on_the_modules_the_chapter_imported(
+    fixture_root, tmp_path, monkeypatch
+):
     out = tmp_path / "run"
     [res] = _run(fixture_root, out)
     assert res.status == "passed", res.message
     info = json.loads((out / "runs" / "tiny.json").read_text())
     assert "stats.py" in info["modules"] and "claims.py" in info["modules"]
-    assert not any(m.startswith("engine") for m in info["modules"]), "chapters never import the engine"
+    assert not any(m.startswith("engine") for m in info["modules"]), (
+        "chapters never import the engine"
+    )
     assert "deep_linear.py" not in info["modules"]
     not_in_notebook = json.loads((out / "notebooks" / "tiny.ipynb").read_text())
     assert "LMBOOK_MODULES" not in json.dumps(not_in_notebook), "the probe cell is removed"
 
-    lib = tmp_path / "lib"                      # a copy of the package whose files we may edit
+    lib = tmp_path / "lib"  # a copy of the package whose files we may edit
     shutil.copytree(runner.LIB_DIR, lib, ignore=shutil.ignore_patterns("__pycache__"))
     monkeypatch.setattr(runner, "LIB_DIR", lib)
     [chapter] = discover(fixture_root)
     keyed = {"profile": "ci", "seed": 0, "device_type": "cpu"}
     assert is_current(chapter, out, keyed)
-    (lib / "engine" / "ledger.py").write_text((lib / "engine" / "ledger.py").read_text() + "\n# edited\n")
+    (lib / "engine" / "ledger.py").write_text(
+        (lib / "engine" / "ledger.py").read_text() + "\n# edited\n"
+    )
     (lib / "deep_linear.py").write_text((lib / "deep_linear.py").read_text() + "\n# edited\n")
-    assert is_current(chapter, out, keyed), "a ledger edit or an unrelated science edit re-executes nothing"
+    assert is_current(chapter, out, keyed), (
+        "a ledger edit or an unrelated science edit re-executes nothing"
+    )
     (lib / "stats.py").write_text((lib / "stats.py").read_text() + "\n# edited\n")
-    assert not is_current(chapter, out, keyed), "an edit of an imported module re-executes the chapter"
+    assert not is_current(chapter, out, keyed), (
+        "an edit of an imported module re-executes the chapter"
+    )
 
 
 def test_a_second_run_into_a_locked_folder_is_refused(fixture_root, tmp_path):

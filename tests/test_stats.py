@@ -1,4 +1,5 @@
 """Statistics of replicates: the band, its calibration under skew, jackknife and batch means."""
+
 import math
 
 import numpy as np
@@ -50,5 +51,7 @@ def test_time_average_batch_means():
     series = torch.arange(100, dtype=torch.float64)
     e = time_average(series, batches=5)
     means = series.view(5, 20).mean(1)
-    assert e.value == pytest.approx(49.5) and e.se == pytest.approx(means.std().item() / math.sqrt(5))
+    assert e.value == pytest.approx(49.5) and e.se == pytest.approx(
+        means.std().item() / math.sqrt(5)
+    )
     assert math.isnan(time_average(torch.ones(3), batches=5).se)

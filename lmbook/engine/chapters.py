@@ -1,5 +1,6 @@
 """Chapters: MyST-markdown notebooks in `notebooks/`, each with front matter
 `lmbook: {id: ..., part: 1..5}` and its title as the first `# ` heading."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -18,6 +19,7 @@ PARTS = {
     4: "Theories of hyperparameters",
     5: "Universal behaviours",
 }
+ROMAN = {1: "I", 2: "II", 3: "III", 4: "IV", 5: "V"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,7 +30,12 @@ class Chapter:
     path: Path
 
     def as_dict(self, root: Path) -> dict:
-        return {"id": self.id, "part": self.part, "title": self.title, "path": str(self.path.relative_to(root))}
+        return {
+            "id": self.id,
+            "part": self.part,
+            "title": self.title,
+            "path": str(self.path.relative_to(root)),
+        }
 
 
 def repo_root() -> Path:
@@ -48,17 +55,24 @@ def read_chapter(path: Path) -> Chapter:
         raise UsageError(f"{path}: front matter needs `lmbook: {{id: ..., part: 1-5}}`")
     if info["part"] not in PARTS:
         raise UsageError(f"{path}: part must be one of {sorted(PARTS)}, got {info['part']!r}")
-    title = re.search(r"^# (.+)$", text[m.end() if m else 0:], re.M)
+    title = re.search(r"^# (.+)$", text[m.end() if m else 0 :], re.M)
     if not title:
         raise UsageError(f"{path}: a chapter needs a title line starting with '# '")
-    return Chapter(id=str(info["id"]), part=int(info["part"]), title=title.group(1).strip(), path=path.resolve())
+    return Chapter(
+        id=str(info["id"]),
+        part=int(info["part"]),
+        title=title.group(1).strip(),
+        path=path.resolve(),
+    )
 
 
 def discover(root: Path | None = None) -> list[Chapter]:
     """All chapters under root/notebooks, ordered by file name."""
     root = root or repo_root()
     if not (root / "notebooks").is_dir():
-        raise UsageError(f"no notebooks/ folder under {root}; run from the project checkout or pass --root DIR")
+        raise UsageError(
+            f"no notebooks/ folder under {root}; run from the project checkout or pass --root DIR"
+        )
     chapters = [read_chapter(p) for p in sorted((root / "notebooks").glob("*.md"))]
     seen = {}
     for c in chapters:
@@ -76,7 +90,9 @@ def select(chapters: list[Chapter], names: list[str]) -> list[Chapter]:
     unknown = [n for n in names if n not in by_name]
     if unknown:
         valid = ", ".join(c.id for c in chapters) or "(none found)"
-        raise UsageError(f"unknown chapter {', '.join(map(repr, unknown))}; valid chapters: {valid}")
+        raise UsageError(
+            f"unknown chapter {', '.join(map(repr, unknown))}; valid chapters: {valid}"
+        )
     picked = []
     for n in names:
         if by_name[n] not in picked:

@@ -1,5 +1,6 @@
 """The `lmbook` command: list, run, sweep, claims, build, bench. Exit 0 all passed, 1 a claim or cell
 failed, 2 bad arguments (with the valid choices named), 130 interrupted (Ctrl-C)."""
+
 from __future__ import annotations
 
 import argparse
@@ -32,14 +33,16 @@ def cmd_list(args) -> int:
         print(json.dumps(rows, indent=2))
     else:
         for r in rows:
-            print(f"{r['id']:<24} part {r['part']} ({PARTS[r['part']]})  {r['title']}  [{r['path']}]")
+            print(
+                f"{r['id']:<24} part {r['part']} ({PARTS[r['part']]})  {r['title']}  [{r['path']}]"
+            )
     return 0
 
 
 def cmd_run(args) -> int:
+    from ..profiles import check_profile, default_profile, resolve_device
     from .chapters import discover, select
     from .ledger import load_records, text_table
-    from ..profiles import check_profile, default_profile, resolve_device
     from .provenance import VERIFIED_DIR
     from .runner import default_out, run_chapters, summary
 
@@ -49,8 +52,16 @@ def cmd_run(args) -> int:
     chapters = select(discover(root), args.chapters)
     out = Path(args.out) if args.out else default_out(root, profile)
     verified = None if args.no_record else root / VERIFIED_DIR
-    results = run_chapters(chapters, profile, args.device, args.seed, out, jobs=args.jobs, force=args.force,
-                           verified_dir=verified)
+    results = run_chapters(
+        chapters,
+        profile,
+        args.device,
+        args.seed,
+        out,
+        jobs=args.jobs,
+        force=args.force,
+        verified_dir=verified,
+    )
     if profile == "full" and verified is not None:
         print(f"full-scale records: {verified} (commit them to show them on the website)")
     ran = {r.id for r in results}
@@ -74,12 +85,21 @@ def cmd_sweep(args) -> int:
     resolve_device(args.device)
     chapters = select(discover(root), args.chapters)
     out = Path(args.out) if args.out else root / "_build" / "sweeps" / profile
-    report = sweep(chapters, seeds, out, profile, args.device, args.jobs,
-                   progress=lambda line: print(line, file=sys.stderr, flush=True))
+    report = sweep(
+        chapters,
+        seeds,
+        out,
+        profile,
+        args.device,
+        args.jobs,
+        progress=lambda line: print(line, file=sys.stderr, flush=True),
+    )
     print(text_report(report))
     print(f"report: {write_report(report, out / 'sweep.json')}")
     if args.record:
-        print(f"recorded for the status page: {write_report(report, root / SWEEP_FILE)} (commit it)")
+        print(
+            f"recorded for the status page: {write_report(report, root / SWEEP_FILE)} (commit it)"
+        )
     return 0 if report["ok"] else 1
 
 
@@ -97,8 +117,10 @@ def cmd_claims(args) -> int:
     else:
         print(text_table(records) if records else f"no claim records in {run_dir}")
     for c in unfinished:
-        print(f"{c}: the run did not finish (interrupted or still running); its records are not counted",
-              file=sys.stderr)
+        print(
+            f"{c}: the run did not finish (interrupted or still running); its records are not counted",
+            file=sys.stderr,
+        )
     return 0 if records and not unfinished and all(r["passed"] for r in records) else 1
 
 
@@ -112,15 +134,28 @@ def cmd_build(args) -> int:
 def cmd_bench(args) -> int:
     from ..bench import run, text_table
 
-    result = run(args.benchmark, models=args.models, width=args.width, steps=args.steps, batch=args.batch,
-                 dtype=args.dtype, threads=args.threads, repeats=args.repeats)
+    result = run(
+        args.benchmark,
+        models=args.models,
+        width=args.width,
+        steps=args.steps,
+        batch=args.batch,
+        dtype=args.dtype,
+        threads=args.threads,
+        repeats=args.repeats,
+    )
     print(json.dumps(result, indent=2) if args.format == "json" else text_table(result))
     return 0 if result["agree"] else 1
 
 
 def parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="lmbook", description="Learning Mechanics, executable: run chapters, check claims, build the book.")
-    p.add_argument("--root", help="project folder holding notebooks/ and _toc.yml (default: this checkout)")
+    p = _Parser(
+        prog="lmbook",
+        description="Learning Mechanics, executable: run chapters, check claims, build the book.",
+    )
+    p.add_argument(
+        "--root", help="project folder holding notebooks/ and _toc.yml (default: this checkout)"
+    )
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     s = sub.add_parser("list", help="list the chapters")
@@ -128,26 +163,44 @@ def parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_list)
 
     s = sub.add_parser("run", help="execute chapters and assert their claims")
-    s.add_argument("chapters", nargs="*", metavar="CHAPTER", help="chapter ids or file stems (default: all)")
-    s.add_argument("--profile", choices=("ci", "full"), help="ci (2-core CPU) or full (GPU); default full with CUDA, else ci")
+    s.add_argument(
+        "chapters", nargs="*", metavar="CHAPTER", help="chapter ids or file stems (default: all)"
+    )
+    s.add_argument(
+        "--profile",
+        choices=("ci", "full"),
+        help="ci (2-core CPU) or full (GPU); default full with CUDA, else ci",
+    )
     s.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--out", help="run folder (default: _build/runs/PROFILE)")
     s.add_argument("--jobs", type=int, default=1, help="chapters run at once")
     s.add_argument("--force", action="store_true", help="execute even chapters that are current")
-    s.add_argument("--no-record", action="store_true",
-                   help="with --profile full, do not write the full-scale records to book/verified/")
+    s.add_argument(
+        "--no-record",
+        action="store_true",
+        help="with --profile full, do not write the full-scale records to book/verified/",
+    )
     s.set_defaults(func=cmd_run)
 
-    s = sub.add_parser("sweep", help="run chapters over many seeds and report each claim's calibration")
-    s.add_argument("chapters", nargs="*", metavar="CHAPTER", help="chapter ids or file stems (default: all)")
+    s = sub.add_parser(
+        "sweep", help="run chapters over many seeds and report each claim's calibration"
+    )
+    s.add_argument(
+        "chapters", nargs="*", metavar="CHAPTER", help="chapter ids or file stems (default: all)"
+    )
     s.add_argument("--seeds", required=True, help="a range A-B (e.g. 100-119) or a list A,B,C")
     s.add_argument("--profile", choices=("ci", "full"), default="ci")
     s.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     s.add_argument("--jobs", type=int, default=1, help="chapters run at once")
-    s.add_argument("--out", help="folder for the runs, one per seed (default: _build/sweeps/PROFILE)")
-    s.add_argument("--record", action="store_true",
-                   help="also write the report to book/calibration/sweep.json for the status page")
+    s.add_argument(
+        "--out", help="folder for the runs, one per seed (default: _build/sweeps/PROFILE)"
+    )
+    s.add_argument(
+        "--record",
+        action="store_true",
+        help="also write the report to book/calibration/sweep.json for the status page",
+    )
     s.set_defaults(func=cmd_sweep)
 
     s = sub.add_parser("claims", help="print the claims ledger of a run")
@@ -155,21 +208,38 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--format", choices=("table", "json"), default="table")
     s.set_defaults(func=cmd_claims)
 
-    s = sub.add_parser("build", help="execute what is not current and build the HTML site into _build/html")
+    s = sub.add_parser(
+        "build", help="execute what is not current and build the HTML site into _build/html"
+    )
     s.add_argument("--profile", choices=("ci", "full"), help="default: full with CUDA, else ci")
     s.add_argument("--jobs", type=int, default=1)
     s.set_defaults(func=cmd_build)
 
-    s = sub.add_parser("bench", help="time a batched computation against its plain loop (exit 1 if they disagree)")
-    s.add_argument("benchmark", metavar="BENCHMARK", help="ensemble: many small MLPs trained at once vs one by one")
+    s = sub.add_parser(
+        "bench", help="time a batched computation against its plain loop (exit 1 if they disagree)"
+    )
+    s.add_argument(
+        "benchmark",
+        metavar="BENCHMARK",
+        help="ensemble: many small MLPs trained at once vs one by one",
+    )
     s.add_argument("--models", type=int, default=64, help="number of MLPs (default 64)")
-    s.add_argument("--width", type=int, default=64, help="hidden width of the two hidden layers (default 64)")
+    s.add_argument(
+        "--width", type=int, default=64, help="hidden width of the two hidden layers (default 64)"
+    )
     s.add_argument("--steps", type=int, default=100, help="gradient steps (default 100)")
-    s.add_argument("--batch", type=int, default=128, help="batch size, shared by all models (default 128)")
+    s.add_argument(
+        "--batch", type=int, default=128, help="batch size, shared by all models (default 128)"
+    )
     s.add_argument("--dtype", default="float32", help="float32 (default) or float64")
-    s.add_argument("--threads", type=int,
-                   help="torch threads for all three methods (default: torch's; 1 is steadier on a busy machine)")
-    s.add_argument("--repeats", type=int, default=1, help="time each method this many times, keep the best")
+    s.add_argument(
+        "--threads",
+        type=int,
+        help="torch threads for all three methods (default: torch's; 1 is steadier on a busy machine)",
+    )
+    s.add_argument(
+        "--repeats", type=int, default=1, help="time each method this many times, keep the best"
+    )
     s.add_argument("--format", choices=("table", "json"), default="table")
     s.set_defaults(func=cmd_bench)
     return p
@@ -183,10 +253,13 @@ def main(argv=None) -> int:
         print(f"lmbook: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("lmbook: interrupted; unfinished chapters keep no records (rerun them)", file=sys.stderr,
-              flush=True)
+        print(
+            "lmbook: interrupted; unfinished chapters keep no records (rerun them)",
+            file=sys.stderr,
+            flush=True,
+        )
         sys.stdout.flush()
-        os._exit(130)          # do not wait for chapter threads still running
+        os._exit(130)  # do not wait for chapter threads still running
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
 """The ledger: claim records read back from a run folder, as a terminal table, JSON, HTML or MyST."""
+
 from __future__ import annotations
 
 import json
@@ -13,17 +14,23 @@ def load_records(run_dir) -> list[dict]:
     """Every claim record under `run_dir`/claims (or `run_dir` itself), by chapter, in the order checked."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
-        raise UsageError(f"no run folder at {run_dir}; run chapters first with `lmbook run --out {run_dir}`")
+        raise UsageError(
+            f"no run folder at {run_dir}; run chapters first with `lmbook run --out {run_dir}`"
+        )
     root = run_dir / "claims" if (run_dir / "claims").is_dir() else run_dir
     records = []
     for path in sorted(root.rglob("*.json")):
         try:
             rec = json.loads(path.read_text())
         except json.JSONDecodeError as e:
-            raise UsageError(f"{path} is not a claim record ({e}); delete it or rerun the chapter") from None
+            raise UsageError(
+                f"{path} is not a claim record ({e}); delete it or rerun the chapter"
+            ) from None
         if isinstance(rec, dict) and {"chapter", "claim", "predicted", "measured"} <= rec.keys():
             records.append(rec)
-    return sorted(records, key=lambda r: (r["chapter"], r.get("wall_seconds", 0.0), r["claim"]))   # chapter order
+    return sorted(
+        records, key=lambda r: (r["chapter"], r.get("wall_seconds", 0.0), r["claim"])
+    )  # chapter order
 
 
 def incomplete_chapters(run_dir) -> list[str]:
@@ -32,8 +39,13 @@ def incomplete_chapters(run_dir) -> list[str]:
     claims = run_dir / "claims"
     if not claims.is_dir() or not (run_dir / "runs").is_dir():
         return []
-    return sorted(d.name for d in claims.iterdir() if d.is_dir() and any(d.glob("*.json"))
-                  and not (run_dir / "runs" / f"{d.name}.json").exists())
+    return sorted(
+        d.name
+        for d in claims.iterdir()
+        if d.is_dir()
+        and any(d.glob("*.json"))
+        and not (run_dir / "runs" / f"{d.name}.json").exists()
+    )
 
 
 def _num(x, se=None) -> str:
@@ -59,8 +71,11 @@ def _rival(r: dict) -> str:
 
 def _row(r: dict) -> dict:
     return {
-        "chapter": r["chapter"], "claim": r["claim"], "kind": r.get("kind", "agrees"),
-        "predicted": _num(r["predicted"]), "measured": _num(r["measured"], r.get("se")),
+        "chapter": r["chapter"],
+        "claim": r["claim"],
+        "kind": r.get("kind", "agrees"),
+        "predicted": _num(r["predicted"]),
+        "measured": _num(r["measured"], r.get("se")),
         "allowed": _allowed(r),
         "rival": f"{r['rival_name']}: {_rival(r)}" if r.get("rival") is not None else "-",
         "passed": "PASS" if r["passed"] else "FAIL",
@@ -81,15 +96,26 @@ def text_table(records: list[dict], show_chapter=True) -> str:
 
 def markdown_table(records: list[dict], show_chapter=True) -> str:
     """A compact pipe table for MyST pages (statements and origins go in `notes_markdown`)."""
-    cols = (["chapter"] if show_chapter else []) + ["claim", "predicted", "measured ± SE",
-                                                   "allowed = systematic + statistical",
-                                                   "rival (discrimination)", "result"]
+    cols = (["chapter"] if show_chapter else []) + [
+        "claim",
+        "predicted",
+        "measured ± SE",
+        "allowed = systematic + statistical",
+        "rival (discrimination)",
+        "result",
+    ]
     out = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in records:
         row = _row(r)
         cells = ([row["chapter"]] if show_chapter else []) + [
-            f"`{r['claim']}`", row["predicted"], row["measured"], row["allowed"], _rival(r),
-            ("**PASS**" if r["passed"] else "**FAIL**") + (" (breaks, as claimed)" if r.get("kind") == "breaks" else "")]
+            f"`{r['claim']}`",
+            row["predicted"],
+            row["measured"],
+            row["allowed"],
+            _rival(r),
+            ("**PASS**" if r["passed"] else "**FAIL**")
+            + (" (breaks, as claimed)" if r.get("kind") == "breaks" else ""),
+        ]
         out.append("| " + " | ".join(_cell(c) for c in cells) + " |")
     return "\n".join(out)
 
@@ -100,8 +126,10 @@ def notes_markdown(records: list[dict]) -> str:
     for r in records:
         rival = f" *Rival:* {_cell(r['rival_name'])}." if r.get("rival") is not None else ""
         stat = f" *Statistical:* {_cell(r['stat_method'])}." if r.get("stat_method") else ""
-        lines.append(f"- `{r['claim']}`: {_cell(r['statement'])}. *Systematic:* "
-                     f"{_cell(r['tolerance_origin'])}.{stat}{rival}")
+        lines.append(
+            f"- `{r['claim']}`: {_cell(r['statement'])}. *Systematic:* "
+            f"{_cell(r['tolerance_origin'])}.{stat}{rival}"
+        )
     return "\n".join(lines)
 
 

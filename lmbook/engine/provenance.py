@@ -4,6 +4,7 @@
 A file holds the chapter id, profile, device (the GPU's name), date (UTC), seed, wall time, versions,
 claims passed/total and a compact copy of each claim (no notebooks, no figures).
 """
+
 from __future__ import annotations
 
 import json
@@ -12,18 +13,35 @@ from pathlib import Path
 from ..records import write_atomic
 
 VERIFIED_DIR = Path("book") / "verified"
-CLAIM_KEYS = ("claim", "statement", "kind", "predicted", "measured", "se", "tolerance", "tolerance_origin",
-              "rival", "rival_name", "passed")
+CLAIM_KEYS = (
+    "claim",
+    "statement",
+    "kind",
+    "predicted",
+    "measured",
+    "se",
+    "tolerance",
+    "tolerance_origin",
+    "rival",
+    "rival_name",
+    "passed",
+)
 
 
 def write_verified(directory: Path, run_info: dict, records: list[dict]) -> Path:
     """Write (atomically) the provenance file of one chapter's full-profile run; return its path."""
     versions = records[0]["versions"] if records else {}
     entry = {
-        "chapter": run_info["chapter"], "profile": run_info["profile"], "device": run_info["device"],
-        "date": run_info["finished"], "seed": run_info["seed"], "wall_seconds": run_info["wall_seconds"],
-        "status": run_info["status"], "versions": versions,
-        "claims_passed": sum(bool(r["passed"]) for r in records), "claims_total": len(records),
+        "chapter": run_info["chapter"],
+        "profile": run_info["profile"],
+        "device": run_info["device"],
+        "date": run_info["finished"],
+        "seed": run_info["seed"],
+        "wall_seconds": run_info["wall_seconds"],
+        "status": run_info["status"],
+        "versions": versions,
+        "claims_passed": sum(bool(r["passed"]) for r in records),
+        "claims_total": len(records),
         "claims": [{k: r.get(k) for k in CLAIM_KEYS} for r in records],
     }
     path = Path(directory) / f"{run_info['chapter']}.json"
@@ -43,11 +61,15 @@ def load_verified(directory: Path) -> dict[str, dict]:
 def panel_markdown(entry: dict | None) -> str:
     """The MyST admonition shown at the end of a chapter page."""
     if entry is None:
-        return ("```{admonition} Not yet verified at full scale\n:class: note\n"
-                "No full-scale records have been committed for this chapter. `lmbook run CHAPTER --profile full` "
-                "on a GPU writes them to `book/verified/`.\n```")
+        return (
+            "```{admonition} Not yet verified at full scale\n:class: note\n"
+            "No full-scale records have been committed for this chapter. `lmbook run CHAPTER --profile full` "
+            "on a GPU writes them to `book/verified/`.\n```"
+        )
     v = entry.get("versions", {})
-    return (f"```{{admonition}} Verified at full scale: {entry['claims_passed']}/{entry['claims_total']} claims passed\n"
-            f":class: {'tip' if entry['claims_passed'] == entry['claims_total'] else 'warning'}\n"
-            f"Profile `{entry['profile']}` on **{entry['device']}**, {entry['date'][:10]} (seed {entry['seed']}, "
-            f"{entry['wall_seconds']:.0f} s); lmbook {v.get('lmbook')}, torch {v.get('torch')}, Python {v.get('python')}.\n```")
+    return (
+        f"```{{admonition}} Verified at full scale: {entry['claims_passed']}/{entry['claims_total']} claims passed\n"
+        f":class: {'tip' if entry['claims_passed'] == entry['claims_total'] else 'warning'}\n"
+        f"Profile `{entry['profile']}` on **{entry['device']}**, {entry['date'][:10]} (seed {entry['seed']}, "
+        f"{entry['wall_seconds']:.0f} s); lmbook {v.get('lmbook')}, torch {v.get('torch')}, Python {v.get('python')}.\n```"
+    )

@@ -12,6 +12,7 @@ executes nothing, and an edit of a science module executes only the chapters tha
 The runner injects `lmbook_chapter` (the front matter's id), which `lmbook.start` reads.
 A run folder is locked while a run writes into it; a second run into it is refused.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -30,14 +31,14 @@ from pathlib import Path
 
 import torch
 
-from .chapters import Chapter
-from ..records import write_atomic
-from .ledger import load_records
 from ..profiles import check_profile, device_name, resolve_device
+from ..records import write_atomic
+from .chapters import Chapter
+from .ledger import load_records
 from .provenance import write_verified
 
 MIN_CLAIMS = 3
-MAX_CLAIMS = 20          # lmbook.stats.FAMILY: the Bonferroni divisor of the statistical bands
+MAX_CLAIMS = 20  # lmbook.stats.FAMILY: the Bonferroni divisor of the statistical bands
 LIB_DIR = Path(__file__).resolve().parents[1]
 CELL_TIMEOUT_S = 3600
 # Appended to the notebook for the run and removed from the stored notebook: which lmbook modules the
@@ -73,7 +74,9 @@ def code_signature(chapter: Chapter) -> str:
     import jupytext
 
     nb = jupytext.read(chapter.path)
-    return json.dumps([[c.source, c.metadata.get("tags", [])] for c in nb.cells if c.cell_type == "code"])
+    return json.dumps(
+        [[c.source, c.metadata.get("tags", [])] for c in nb.cells if c.cell_type == "code"]
+    )
 
 
 def cache_key(chapter: Chapter, parameters: dict, modules: list[str]) -> str:
@@ -92,8 +95,11 @@ def cache_key(chapter: Chapter, parameters: dict, modules: list[str]) -> str:
 
 
 def _paths(chapter: Chapter, out: Path):
-    return (out / "notebooks" / f"{chapter.path.stem}.ipynb", out / "claims" / chapter.id,
-            out / "runs" / f"{chapter.id}.json")
+    return (
+        out / "notebooks" / f"{chapter.path.stem}.ipynb",
+        out / "claims" / chapter.id,
+        out / "runs" / f"{chapter.id}.json",
+    )
 
 
 def is_current(chapter: Chapter, out: Path, parameters: dict) -> bool:
@@ -105,8 +111,9 @@ def is_current(chapter: Chapter, out: Path, parameters: dict) -> bool:
     if info.get("status") != "passed" or "modules" not in info:
         return False
     n_records = len(list(claims_dir.glob("*.json"))) if claims_dir.is_dir() else 0
-    return (info.get("key") == cache_key(chapter, parameters, info["modules"])
-            and n_records == info.get("claims_total"))
+    return info.get("key") == cache_key(
+        chapter, parameters, info["modules"]
+    ) and n_records == info.get("claims_total")
 
 
 def _imported_modules(nb) -> list[str]:
@@ -116,8 +123,11 @@ def _imported_modules(nb) -> list[str]:
         for line in str(output.get("text", "")).splitlines():
             if line.startswith("LMBOOK_MODULES="):
                 files = json.loads(line.split("=", 1)[1])
-                return sorted(str(Path(f).resolve().relative_to(LIB_DIR)) for f in files
-                              if Path(f).resolve().is_relative_to(LIB_DIR))
+                return sorted(
+                    str(Path(f).resolve().relative_to(LIB_DIR))
+                    for f in files
+                    if Path(f).resolve().is_relative_to(LIB_DIR)
+                )
     return []
 
 
@@ -137,7 +147,7 @@ def _kernel_manager(log_path: Path):
 
 
 class _DropUnknownParameter(logging.Filter):
-    def filter(self, record):            # lmbook_chapter is injected on purpose
+    def filter(self, record):  # lmbook_chapter is injected on purpose
         return "Passed unknown parameter" not in record.getMessage()
 
 
@@ -160,14 +170,18 @@ def locked(out: Path):
         out.mkdir(parents=True, exist_ok=True)
         handle = open(out / ".lock", "a+")
     except OSError as e:
-        raise UsageError(f"cannot write the run folder {out} ({e.strerror}); pass --out with a folder you "
-                         "can write") from None
+        raise UsageError(
+            f"cannot write the run folder {out} ({e.strerror}); pass --out with a folder you "
+            "can write"
+        ) from None
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         handle.close()
-        raise UsageError(f"another lmbook run is writing into {out}; wait for it to finish, or pass --out "
-                         "with another folder") from None
+        raise UsageError(
+            f"another lmbook run is writing into {out}; wait for it to finish, or pass --out "
+            "with another folder"
+        ) from None
     try:
         yield
     finally:
@@ -179,15 +193,25 @@ def _contract_problem(records: list[dict]) -> str:
     if len(records) < MIN_CLAIMS:
         return f"the chapter recorded {len(records)} claims; the chapter contract asks for at least {MIN_CLAIMS}"
     if len(records) > MAX_CLAIMS:
-        return (f"the chapter recorded {len(records)} claims; at most {MAX_CLAIMS} (the family-wise band "
-                "assumes it): merge claims or split the chapter")
+        return (
+            f"the chapter recorded {len(records)} claims; at most {MAX_CLAIMS} (the family-wise band "
+            "assumes it): merge claims or split the chapter"
+        )
     if not any(r.get("kind") == "breaks" for r in records):
         return "the chapter has no 'where the theory breaks' claim (claims.breaks); the chapter contract asks for one"
     return ""
 
 
-def run_chapter(chapter: Chapter, profile: str, device: str, seed: int, out: Path,
-                force: bool = False, progress: bool = True, verified_dir: Path | None = None) -> ChapterResult:
+def run_chapter(
+    chapter: Chapter,
+    profile: str,
+    device: str,
+    seed: int,
+    out: Path,
+    force: bool = False,
+    progress: bool = True,
+    verified_dir: Path | None = None,
+) -> ChapterResult:
     """Execute one chapter into `out` (see module docstring) and return its result. With `verified_dir`, a
     full-profile run that reached its claims also writes its provenance file there (lmbook.provenance)."""
     import jupytext
@@ -195,15 +219,27 @@ def run_chapter(chapter: Chapter, profile: str, device: str, seed: int, out: Pat
 
     out = Path(out).resolve()
     notebook, claims_dir, run_file = _paths(chapter, out)
-    parameters = {"profile": profile, "device": device, "seed": int(seed), "results_dir": str(claims_dir),
-                  "lmbook_chapter": chapter.id}
+    parameters = {
+        "profile": profile,
+        "device": device,
+        "seed": int(seed),
+        "results_dir": str(claims_dir),
+        "lmbook_chapter": chapter.id,
+    }
     keyed = {"profile": profile, "seed": int(seed), "device_type": resolve_device(device).type}
     if not force and is_current(chapter, out, keyed):
         records = load_records(claims_dir) if claims_dir.is_dir() else []
         info = json.loads(run_file.read_text())
-        return ChapterResult(chapter.id, chapter.title, "cached", len(records), len(records), info.get("wall_seconds", 0.0))
+        return ChapterResult(
+            chapter.id,
+            chapter.title,
+            "cached",
+            len(records),
+            len(records),
+            info.get("wall_seconds", 0.0),
+        )
 
-    run_file.unlink(missing_ok=True)          # an interrupted run must not look current afterwards
+    run_file.unlink(missing_ok=True)  # an interrupted run must not look current afterwards
     kernel_log = run_file.with_suffix(".kernel.log")
     kernel_log.unlink(missing_ok=True)
     shutil.rmtree(claims_dir, ignore_errors=True)
@@ -212,25 +248,38 @@ def run_chapter(chapter: Chapter, profile: str, device: str, seed: int, out: Pat
     import nbformat
 
     nb = jupytext.read(chapter.path)
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
     nb.cells.append(nbformat.v4.new_code_cell(MODULES_CELL))
     status, message = "passed", ""
     t0 = time.perf_counter()
     try:
         with _quiet_unknown_parameter():
-            pm.execute_notebook(nb, str(partial), parameters=parameters, kernel_name="python3",
-                                cwd=str(chapter.path.parent), progress_bar=progress, log_output=False,
-                                execution_timeout=CELL_TIMEOUT_S,
-                                kernel_manager_class=_kernel_manager(kernel_log))
+            pm.execute_notebook(
+                nb,
+                str(partial),
+                parameters=parameters,
+                kernel_name="python3",
+                cwd=str(chapter.path.parent),
+                progress_bar=progress,
+                log_output=False,
+                execution_timeout=CELL_TIMEOUT_S,
+                kernel_manager_class=_kernel_manager(kernel_log),
+            )
     except pm.PapermillExecutionError as e:
         status = "failed" if e.ename == "ClaimFailed" else "error"
-        message = e.evalue if e.ename == "ClaimFailed" else f"{e.ename}: {e.evalue} (cell {e.exec_count})"
-    except Exception as e:             # a dead kernel, a cell past the timeout, no kernel at all
+        message = (
+            e.evalue if e.ename == "ClaimFailed" else f"{e.ename}: {e.evalue} (cell {e.exec_count})"
+        )
+    except Exception as e:  # a dead kernel, a cell past the timeout, no kernel at all
         status, message = "error", f"{type(e).__name__}: {e}"
         if kernel_log.exists() and kernel_log.stat().st_size:
             tail = kernel_log.read_text(errors="replace").strip().splitlines()[-5:]
             message += f"\nthe kernel's last words ({kernel_log}):\n" + "\n".join(tail)
-    except BaseException:            # Ctrl-C: nothing of this run may look like a result
+    except BaseException:  # Ctrl-C: nothing of this run may look like a result
         partial.unlink(missing_ok=True)
         shutil.rmtree(claims_dir, ignore_errors=True)
         raise
@@ -239,7 +288,7 @@ def run_chapter(chapter: Chapter, profile: str, device: str, seed: int, out: Pat
     if partial.exists():
         executed = nbformat.read(partial, as_version=4)
         modules = _imported_modules(executed)
-        if "papermill" in executed.metadata:     # papermill stores the whole input notebook there
+        if "papermill" in executed.metadata:  # papermill stores the whole input notebook there
             executed.metadata.papermill["input_path"] = chapter.path.name
         nbformat.write(executed, partial)
         os.replace(partial, notebook)
@@ -250,22 +299,48 @@ def run_chapter(chapter: Chapter, profile: str, device: str, seed: int, out: Pat
         if problem:
             status, message = "failed", problem
     if status == "passed" and any(m.startswith("engine") for m in modules):
-        status, message = "failed", "the chapter imported lmbook.engine; chapters import only the library"
-    info = {"chapter": chapter.id, "status": status, "key": cache_key(chapter, keyed, modules),
-            "modules": modules, "wall_seconds": round(wall, 2),
-            "profile": profile, "device": device_name(resolve_device(device)), "seed": int(seed),
-            "claims_passed": passed, "claims_total": len(records), "torch": torch.__version__,
-            "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"), "message": message}
+        status, message = (
+            "failed",
+            "the chapter imported lmbook.engine; chapters import only the library",
+        )
+    info = {
+        "chapter": chapter.id,
+        "status": status,
+        "key": cache_key(chapter, keyed, modules),
+        "modules": modules,
+        "wall_seconds": round(wall, 2),
+        "profile": profile,
+        "device": device_name(resolve_device(device)),
+        "seed": int(seed),
+        "claims_passed": passed,
+        "claims_total": len(records),
+        "torch": torch.__version__,
+        "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "message": message,
+    }
     write_atomic(run_file, json.dumps(info, indent=2))
     scaled = any(r.get("prediction_scale", 1.0) != 1.0 for r in records)
-    if verified_dir is not None and profile == "full" and records and status != "error" and not scaled:
+    if (
+        verified_dir is not None
+        and profile == "full"
+        and records
+        and status != "error"
+        and not scaled
+    ):
         write_verified(verified_dir, info, records)
     return ChapterResult(chapter.id, chapter.title, status, passed, len(records), wall, message)
 
 
-def run_chapters(chapters: list[Chapter], profile: str, device: str = "auto", seed: int = 0,
-                 out: Path | None = None, jobs: int = 1, force: bool = False,
-                 verified_dir: Path | None = None) -> list[ChapterResult]:
+def run_chapters(
+    chapters: list[Chapter],
+    profile: str,
+    device: str = "auto",
+    seed: int = 0,
+    out: Path | None = None,
+    jobs: int = 1,
+    force: bool = False,
+    verified_dir: Path | None = None,
+) -> list[ChapterResult]:
     """Run `chapters` (validated first: profile, device, jobs) and return their results in order."""
     from ..errors import UsageError
 
@@ -278,7 +353,9 @@ def run_chapters(chapters: list[Chapter], profile: str, device: str = "auto", se
         return _run_all(chapters, profile, device, seed, out, int(jobs), force, verified_dir)
 
 
-def _run_all(chapters, profile, device, seed, out, jobs, force, verified_dir) -> list[ChapterResult]:
+def _run_all(
+    chapters, profile, device, seed, out, jobs, force, verified_dir
+) -> list[ChapterResult]:
     from tqdm.auto import tqdm
 
     if jobs == 1:
@@ -290,8 +367,10 @@ def _run_all(chapters, profile, device, seed, out, jobs, force, verified_dir) ->
     pool = ThreadPoolExecutor(max_workers=jobs)
     try:
         with tqdm(total=len(chapters), desc="chapters", unit="ch") as bar:
-            futures = [pool.submit(run_chapter, c, profile, device, seed, out, force, False, verified_dir)
-                       for c in chapters]
+            futures = [
+                pool.submit(run_chapter, c, profile, device, seed, out, force, False, verified_dir)
+                for c in chapters
+            ]
             results = []
             for f in futures:
                 results.append(f.result())
@@ -305,11 +384,15 @@ def summary(results: list[ChapterResult]) -> str:
     width = max([7] + [len(r.id) for r in results])
     lines = [f"{'chapter'.ljust(width)}  claims  status   wall"]
     for r in results:
-        lines.append(f"{r.id.ljust(width)}  {f'{r.claims_passed}/{r.claims_total}':>6}  {r.status:<7}  {r.wall_seconds:6.1f}s")
+        lines.append(
+            f"{r.id.ljust(width)}  {f'{r.claims_passed}/{r.claims_total}':>6}  {r.status:<7}  {r.wall_seconds:6.1f}s"
+        )
     total = sum(r.wall_seconds for r in results)
     ok = sum(r.ok for r in results)
-    lines.append(f"{ok}/{len(results)} chapters passed, "
-                 f"{sum(r.claims_passed for r in results)}/{sum(r.claims_total for r in results)} claims, {total:.1f}s")
+    lines.append(
+        f"{ok}/{len(results)} chapters passed, "
+        f"{sum(r.claims_passed for r in results)}/{sum(r.claims_total for r in results)} claims, {total:.1f}s"
+    )
     for r in results:
         if not r.ok:
             lines.append(f"\nFAILED {r.id} ({r.status}):\n{r.message}")

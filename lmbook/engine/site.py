@@ -8,6 +8,7 @@ panel from `book/verified/`, and download links (.ipynb, .md). MathJax is served
 the `django-static-mathjax` package ships, so the site renders offline. Files are written only when
 their content changed, so Sphinx re-renders only what changed.
 """
+
 from __future__ import annotations
 
 import json
@@ -20,13 +21,12 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .chapters import PARTS, discover
 from ..records import versions
+from .chapters import PARTS, ROMAN, discover
 from .ledger import load_records, markdown_table, notes_markdown
 from .provenance import VERIFIED_DIR, load_verified, panel_markdown
 from .runner import default_out, run_chapters, summary
 
-ROMAN = {1: "I", 2: "II", 3: "III", 4: "IV", 5: "V"}
 LEDGER_MARKER = "<!-- lmbook:ledger -->"
 STATUS_MARKER = "<!-- lmbook:status -->"
 
@@ -45,8 +45,11 @@ def ledger_markdown(run_dir: Path, chapters) -> str:
     passed = sum(bool(r["passed"]) for r in records)
     profiles = sorted({r["profile"] for r in records})
     devices = sorted({r["device"] for r in records})
-    lines = [f"**{passed} of {len(records)} claims passed** across {len({r['chapter'] for r in records})} chapters "
-             f"(profile {', '.join(profiles) or '-'}; device {', '.join(devices) or '-'}).", ""]
+    lines = [
+        f"**{passed} of {len(records)} claims passed** across {len({r['chapter'] for r in records})} chapters "
+        f"(profile {', '.join(profiles) or '-'}; device {', '.join(devices) or '-'}).",
+        "",
+    ]
     for part, name in PARTS.items():
         in_part = [c for c in chapters if c.part == part]
         if not in_part:
@@ -59,9 +62,15 @@ def ledger_markdown(run_dir: Path, chapters) -> str:
                 lines += ["_No claim records in this run._", ""]
                 continue
             first = recs[0]
-            lines += [f"{sum(bool(r['passed']) for r in recs)}/{len(recs)} passed · profile `{first['profile']}` · "
-                      f"device {first['device']} · seed {first['seed']} · torch {first['versions'].get('torch')}", "",
-                      markdown_table(recs, show_chapter=False), "", notes_markdown(recs), ""]
+            lines += [
+                f"{sum(bool(r['passed']) for r in recs)}/{len(recs)} passed · profile `{first['profile']}` · "
+                f"device {first['device']} · seed {first['seed']} · torch {first['versions'].get('torch')}",
+                "",
+                markdown_table(recs, show_chapter=False),
+                "",
+                notes_markdown(recs),
+                "",
+            ]
     return "\n".join(lines)
 
 
@@ -70,7 +79,19 @@ def _runs(run_dir: Path) -> list[dict]:
 
 
 def _versions() -> dict:
-    return versions(("lmbook", "torch", "numpy", "sympy", "scipy", "jupyter-book", "sphinx", "papermill", "jupytext"))
+    return versions(
+        (
+            "lmbook",
+            "torch",
+            "numpy",
+            "sympy",
+            "scipy",
+            "jupyter-book",
+            "sphinx",
+            "papermill",
+            "jupytext",
+        )
+    )
 
 
 def _hardware() -> dict:
@@ -90,13 +111,26 @@ def _hardware() -> dict:
 
 def status_markdown(run_dir: Path, chapters, verified: dict, executed: list[str]) -> str:
     """The generated part of the status page: versions, hardware, per-chapter run times, full-scale records."""
-    lines = [f"Built {datetime.now(timezone.utc).isoformat(timespec='seconds')} from the run in `{run_dir.name}`.", "",
-             "| software | version |", "|---|---|"]
-    lines += [f"| {'Python' if k == 'python' else k} | {v or '-'} |" for k, v in _versions().items()]
-    lines += ["", "| hardware of this build | |", "|---|---|"] + [f"| {k} | {v} |" for k, v in _hardware().items()]
+    lines = [
+        f"Built {datetime.now(timezone.utc).isoformat(timespec='seconds')} from the run in `{run_dir.name}`.",
+        "",
+        "| software | version |",
+        "|---|---|",
+    ]
+    lines += [
+        f"| {'Python' if k == 'python' else k} | {v or '-'} |" for k, v in _versions().items()
+    ]
+    lines += ["", "| hardware of this build | |", "|---|---|"] + [
+        f"| {k} | {v} |" for k, v in _hardware().items()
+    ]
     runs = {r["chapter"]: r for r in _runs(run_dir)}
-    lines += ["", "## Chapters", "", "| chapter | part | profile | device | claims | wall time | this build |",
-              "|---|---|---|---|---|---|---|"]
+    lines += [
+        "",
+        "## Chapters",
+        "",
+        "| chapter | part | profile | device | claims | wall time | this build |",
+        "|---|---|---|---|---|---|---|",
+    ]
     total = 0.0
     for c in chapters:
         r = runs.get(c.id)
@@ -104,14 +138,22 @@ def status_markdown(run_dir: Path, chapters, verified: dict, executed: list[str]
             lines.append(f"| {c.id} | {ROMAN[c.part]} | - | - | - | - | not run |")
             continue
         total += r["wall_seconds"]
-        lines.append(f"| {{doc}}`{c.id} <../notebooks/{c.path.stem}>` | {ROMAN[c.part]} | {r['profile']} | {r['device']} | "
-                     f"{r['claims_passed']}/{r['claims_total']} | {r['wall_seconds']:.1f} s | "
-                     f"{'executed' if c.id in executed else 'reused (unchanged code)'} |")
+        lines.append(
+            f"| {{doc}}`{c.id} <../notebooks/{c.path.stem}>` | {ROMAN[c.part]} | {r['profile']} | {r['device']} | "
+            f"{r['claims_passed']}/{r['claims_total']} | {r['wall_seconds']:.1f} s | "
+            f"{'executed' if c.id in executed else 'reused (unchanged code)'} |"
+        )
     lines += [f"| **total** | | | | | **{total:.1f} s** | |", "", "## Verified at full scale", ""]
     if verified:
-        lines += ["| chapter | device | date | claims | wall time | torch |", "|---|---|---|---|---|---|"]
-        lines += [f"| {e['chapter']} | {e['device']} | {e['date'][:10]} | {e['claims_passed']}/{e['claims_total']} | "
-                  f"{e['wall_seconds']:.0f} s | {e.get('versions', {}).get('torch')} |" for e in verified.values()]
+        lines += [
+            "| chapter | device | date | claims | wall time | torch |",
+            "|---|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {e['chapter']} | {e['device']} | {e['date'][:10]} | {e['claims_passed']}/{e['claims_total']} | "
+            f"{e['wall_seconds']:.0f} s | {e.get('versions', {}).get('torch')} |"
+            for e in verified.values()
+        ]
     else:
         lines.append("No full-scale records are committed yet (`book/verified/` is empty).")
     return "\n".join(lines)
@@ -119,21 +161,36 @@ def status_markdown(run_dir: Path, chapters, verified: dict, executed: list[str]
 
 def chapter_tail(chapter, run_dir: Path, verified: dict) -> str:
     """The markdown cell that ends a chapter page: its claims, the full-scale panel, downloads."""
-    records = [r for r in load_records(run_dir) if r["chapter"] == chapter.id] if (Path(run_dir) / "claims").is_dir() else []
+    records = (
+        [r for r in load_records(run_dir) if r["chapter"] == chapter.id]
+        if (Path(run_dir) / "claims").is_dir()
+        else []
+    )
     passed = sum(bool(r["passed"]) for r in records)
     profile = records[0]["profile"] if records else "-"
     device = records[0]["device"] if records else "-"
     table = markdown_table(records, show_chapter=False) if records else "_No claim records._"
-    return "\n".join([
-        "## Claims of this run", "",
-        f"{passed} of {len(records)} claims passed (profile `{profile}`, device {device}); "
-        "see the {doc}`claims ledger <../book/claims>` for every chapter.", "",
-        "```{table}", ":class: lmbook-claims", "", table, "```", "",
-        notes_markdown(records), "",
-        panel_markdown(verified.get(chapter.id)), "",
-        f"Download this chapter: {{download}}`executed notebook (.ipynb) <{chapter.path.stem}.ipynb>` · "
-        f"{{download}}`MyST source (.md) <sources/{chapter.path.stem}.md>`",
-    ])
+    return "\n".join(
+        [
+            "## Claims of this run",
+            "",
+            f"{passed} of {len(records)} claims passed (profile `{profile}`, device {device}); "
+            "see the {doc}`claims ledger <../book/claims>` for every chapter.",
+            "",
+            "```{table}",
+            ":class: lmbook-claims",
+            "",
+            table,
+            "```",
+            "",
+            notes_markdown(records),
+            "",
+            panel_markdown(verified.get(chapter.id)),
+            "",
+            f"Download this chapter: {{download}}`executed notebook (.ipynb) <{chapter.path.stem}.ipynb>` · "
+            f"{{download}}`MyST source (.md) <sources/{chapter.path.stem}.md>`",
+        ]
+    )
 
 
 def merged_notebook(chapter, executed: Path, tail: str):
@@ -149,7 +206,7 @@ def merged_notebook(chapter, executed: Path, tail: str):
     exe_code = [c for c in exe.cells if c.cell_type == "code" and c not in injected]
     src_code = [c for c in src.cells if c.cell_type == "code"]
     if [c.source for c in src_code] != [c.source for c in exe_code]:
-        cells = list(exe.cells)          # the code changed since it ran: show the run as it was
+        cells = list(exe.cells)  # the code changed since it ran: show the run as it was
     else:
         cells, outputs = [], iter(exe_code)
         for c in src.cells:
@@ -187,23 +244,37 @@ def stage(root: Path, run_dir: Path, executed: list[str] | None = None) -> Path:
             if f.name == "claims.md":
                 data = data.replace(LEDGER_MARKER, ledger_markdown(run_dir, chapters))
             if f.name == "status.md":
-                data = data.replace(STATUS_MARKER, status_markdown(run_dir, chapters, verified, executed or []))
+                data = data.replace(
+                    STATUS_MARKER, status_markdown(run_dir, chapters, verified, executed or [])
+                )
             _sync(data, src / f.relative_to(root))
     keep = set()
     for c in chapters:
         executed_nb = run_dir / "notebooks" / f"{c.path.stem}.ipynb"
-        _sync(merged_notebook(c, executed_nb, chapter_tail(c, run_dir, verified)), src / "notebooks" / executed_nb.name)
+        _sync(
+            merged_notebook(c, executed_nb, chapter_tail(c, run_dir, verified)),
+            src / "notebooks" / executed_nb.name,
+        )
         _sync(c.path.read_bytes(), src / "notebooks" / "sources" / c.path.name)
         keep |= {executed_nb.name, c.path.name}
-    for stale in list((src / "notebooks").glob("*.ipynb")) + list((src / "notebooks" / "sources").glob("*.md")):
+    for stale in list((src / "notebooks").glob("*.ipynb")) + list(
+        (src / "notebooks" / "sources").glob("*.md")
+    ):
         if stale.name not in keep:
             stale.unlink()
-    _sync((Path(__file__).parents[1] / "assets" / "lmbook.css").read_bytes(), src / "_lmbook_static" / "lmbook.css")
+    _sync(
+        (Path(__file__).parents[1] / "assets" / "lmbook.css").read_bytes(),
+        src / "_lmbook_static" / "lmbook.css",
+    )
     mathjax = _mathjax_dir()
     if mathjax is None:
-        raise RuntimeError("MathJax is missing: `pip install django-static-mathjax` (a dependency of lmbook) "
-                           "provides the copy the site serves offline")
-    target = src / "_mathjax" / "mathjax"   # not _static: Jupyter Book links every .js file found there
+        raise RuntimeError(
+            "MathJax is missing: `pip install django-static-mathjax` (a dependency of lmbook) "
+            "provides the copy the site serves offline"
+        )
+    target = (
+        src / "_mathjax" / "mathjax"
+    )  # not _static: Jupyter Book links every .js file found there
     n_files = sum(1 for f in mathjax.rglob("*") if f.is_file())
     if not target.is_dir() or sum(1 for f in target.rglob("*") if f.is_file()) != n_files:
         shutil.copytree(mathjax, target, dirs_exist_ok=True)
@@ -218,20 +289,29 @@ def build(root: Path, profile: str, jobs: int = 1) -> int:
     results = run_chapters(chapters, profile, "auto", 0, run_dir, jobs=jobs)
     t_exec = time.perf_counter() - t0
     print(summary(results))
-    missing = [c.id for c in chapters if not (run_dir / "notebooks" / f"{c.path.stem}.ipynb").exists()]
+    missing = [
+        c.id for c in chapters if not (run_dir / "notebooks" / f"{c.path.stem}.ipynb").exists()
+    ]
     if missing:
         print(f"cannot build: no executed notebook for {', '.join(missing)}", file=sys.stderr)
         return 1
     t1 = time.perf_counter()
     src = stage(root, run_dir, executed=[r.id for r in results if r.status != "cached"])
-    jb = shutil.which("jupyter-book", path=str(Path(sys.executable).parent)) or shutil.which("jupyter-book")
+    jb = shutil.which("jupyter-book", path=str(Path(sys.executable).parent)) or shutil.which(
+        "jupyter-book"
+    )
     cmd = [jb, "build", str(src), "--path-output", str(root), "--warningiserror", "--keep-going"]
     done = subprocess.run(cmd)
     t_render = time.perf_counter() - t1
     if done.returncode != 0:
-        print("the book build failed (Sphinx warnings count as errors); see the messages above", file=sys.stderr)
+        print(
+            "the book build failed (Sphinx warnings count as errors); see the messages above",
+            file=sys.stderr,
+        )
         return 1
     executed = sum(r.status != "cached" for r in results)
-    print(f"site: {root / '_build' / 'html' / 'index.html'}  "
-          f"({executed} chapters executed in {t_exec:.1f} s, rendered in {t_render:.1f} s)")
+    print(
+        f"site: {root / '_build' / 'html' / 'index.html'}  "
+        f"({executed} chapters executed in {t_exec:.1f} s, rendered in {t_render:.1f} s)"
+    )
     return 0 if all(r.ok for r in results) else 1

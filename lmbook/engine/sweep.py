@@ -8,6 +8,7 @@ whose predictions are right fails a seed with probability at most lmbook.stats.A
 fails (exit 1) when a chapter's number of failing seeds is improbable under that rate (one-sided
 binomial test at level ALPHA), or when a claim's median ratio is above MEDIAN_LIMIT.
 """
+
 from __future__ import annotations
 
 import json
@@ -38,7 +39,9 @@ def parse_seeds(text: str) -> list[int]:
             raise UsageError(f"--seeds {text!r}: give a range A-B (e.g. 100-119) or a list A,B,C")
         a, b = int(m.group(1)), int(m.group(2) or m.group(1))
         if b < a:
-            raise UsageError(f"--seeds {text!r}: the range {a}-{b} is empty; write the smaller seed first")
+            raise UsageError(
+                f"--seeds {text!r}: the range {a}-{b} is empty; write the smaller seed first"
+            )
         seeds += range(a, b + 1)
     return sorted(set(seeds))
 
@@ -58,13 +61,22 @@ def too_many_failures(failed: int, runs: int, alpha: float = ALPHA) -> bool:
     return failed > 0 and scipy.stats.binom.sf(failed - 1, runs, alpha) < alpha
 
 
-def sweep(chapters, seeds: list[int], out: Path, profile: str = "ci", device: str = "auto", jobs: int = 1,
-          progress=print) -> dict:
+def sweep(
+    chapters,
+    seeds: list[int],
+    out: Path,
+    profile: str = "ci",
+    device: str = "auto",
+    jobs: int = 1,
+    progress=print,
+) -> dict:
     """Run every chapter at every seed (one run folder per seed under `out`, reused when current) and
     return the report."""
     out = Path(out)
-    per_chapter = {c.id: {"title": c.title, "seeds_passed": [], "seeds_failed": [], "wall_seconds": []}
-                   for c in chapters}
+    per_chapter = {
+        c.id: {"title": c.title, "seeds_passed": [], "seeds_failed": [], "wall_seconds": []}
+        for c in chapters
+    }
     per_claim: dict[tuple, dict] = {}
     for seed in seeds:
         folder = out / f"seed-{seed}"
@@ -77,9 +89,18 @@ def sweep(chapters, seeds: list[int], out: Path, profile: str = "ci", device: st
         for rec in records:
             if rec["chapter"] not in per_chapter:
                 continue
-            c = per_claim.setdefault((rec["chapter"], rec["claim"]),
-                                     {"chapter": rec["chapter"], "claim": rec["claim"], "kind": rec.get("kind"),
-                                      "passed": 0, "runs": 0, "ratios": [], "discrimination": []})
+            c = per_claim.setdefault(
+                (rec["chapter"], rec["claim"]),
+                {
+                    "chapter": rec["chapter"],
+                    "claim": rec["claim"],
+                    "kind": rec.get("kind"),
+                    "passed": 0,
+                    "runs": 0,
+                    "ratios": [],
+                    "discrimination": [],
+                },
+            )
             c["runs"] += 1
             c["passed"] += bool(rec["passed"])
             c["ratios"].append(margin(rec))
@@ -91,41 +112,75 @@ def sweep(chapters, seeds: list[int], out: Path, profile: str = "ci", device: st
         ratios = np.array(c.pop("ratios"), dtype=float)
         disc = c.pop("discrimination")
         finite = ratios[np.isfinite(ratios)]
-        c.update(pass_rate=c["passed"] / c["runs"],
-                 median=float(np.median(ratios)) if ratios.size else math.nan,
-                 p90=float(np.quantile(ratios, 0.9)) if ratios.size else math.nan,
-                 max=float(ratios.max()) if finite.size == ratios.size and ratios.size else math.inf,
-                 min_discrimination=min(disc) if disc else None)
-        c["flag"] = ("median margin above 0.7: mis-specified" if not c["median"] <= MEDIAN_LIMIT else "")
+        c.update(
+            pass_rate=c["passed"] / c["runs"],
+            median=float(np.median(ratios)) if ratios.size else math.nan,
+            p90=float(np.quantile(ratios, 0.9)) if ratios.size else math.nan,
+            max=float(ratios.max()) if finite.size == ratios.size and ratios.size else math.inf,
+            min_discrimination=min(disc) if disc else None,
+        )
+        c["flag"] = (
+            "median margin above 0.7: mis-specified" if not c["median"] <= MEDIAN_LIMIT else ""
+        )
         claims.append(c)
     for ch in per_chapter.values():
         runs = len(ch["seeds_passed"]) + len(ch["seeds_failed"])
-        ch["flag"] = ("fails more often than the 1% family-wise rate allows"
-                      if too_many_failures(len(ch["seeds_failed"]), runs) else "")
+        ch["flag"] = (
+            "fails more often than the 1% family-wise rate allows"
+            if too_many_failures(len(ch["seeds_failed"]), runs)
+            else ""
+        )
     ok = not any(c["flag"] for c in claims) and not any(ch["flag"] for ch in per_chapter.values())
-    return {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "profile": profile,
-            "seeds": seeds, "alpha": ALPHA, "median_limit": MEDIAN_LIMIT, "ok": ok,
-            "chapters": per_chapter, "claims": claims}
+    return {
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "profile": profile,
+        "seeds": seeds,
+        "alpha": ALPHA,
+        "median_limit": MEDIAN_LIMIT,
+        "ok": ok,
+        "chapters": per_chapter,
+        "claims": claims,
+    }
 
 
 def text_report(report: dict) -> str:
     seeds = report["seeds"]
-    span = f"{seeds[0]}-{seeds[-1]}" if seeds == list(range(seeds[0], seeds[-1] + 1)) else ",".join(map(str, seeds))
-    lines = [f"sweep over seeds {span} ({len(seeds)} seeds, profile {report['profile']})", "",
-             f"{'chapter':<22} {'seeds passed':>12}  {'mean wall':>9}  flag"]
+    span = (
+        f"{seeds[0]}-{seeds[-1]}"
+        if seeds == list(range(seeds[0], seeds[-1] + 1))
+        else ",".join(map(str, seeds))
+    )
+    lines = [
+        f"sweep over seeds {span} ({len(seeds)} seeds, profile {report['profile']})",
+        "",
+        f"{'chapter':<22} {'seeds passed':>12}  {'mean wall':>9}  flag",
+    ]
     for cid, ch in report["chapters"].items():
         n = len(ch["seeds_passed"]) + len(ch["seeds_failed"])
         wall = np.mean(ch["wall_seconds"]) if ch["wall_seconds"] else math.nan
-        failed = f" (failed: {', '.join(map(str, ch['seeds_failed']))})" if ch["seeds_failed"] else ""
-        lines.append(f"{cid:<22} {len(ch['seeds_passed']):>5}/{n:<6}  {wall:8.1f}s  {ch['flag']}{failed}")
-    lines += ["", f"{'chapter/claim':<48} {'kind':<7} {'pass':>6} {'median':>7} {'p90':>6} {'max':>6} "
-                  f"{'min disc':>8}  flag"]
+        failed = (
+            f" (failed: {', '.join(map(str, ch['seeds_failed']))})" if ch["seeds_failed"] else ""
+        )
+        lines.append(
+            f"{cid:<22} {len(ch['seeds_passed']):>5}/{n:<6}  {wall:8.1f}s  {ch['flag']}{failed}"
+        )
+    lines += [
+        "",
+        f"{'chapter/claim':<48} {'kind':<7} {'pass':>6} {'median':>7} {'p90':>6} {'max':>6} "
+        f"{'min disc':>8}  flag",
+    ]
     for c in report["claims"]:
         disc = "-" if c["min_discrimination"] is None else f"{c['min_discrimination']:.3g}"
-        lines.append(f"{c['chapter'] + '/' + c['claim']:<48} {c['kind']:<7} {c['pass_rate']:6.0%} "
-                     f"{c['median']:7.2f} {c['p90']:6.2f} {c['max']:6.2f} {disc:>8}  {c['flag']}")
-    lines += ["", "margin = miss/allowed (agrees) or allowed/miss (breaks); a claim passes below 1, and a median "
-                  f"above {MEDIAN_LIMIT} marks it mis-specified", "calibrated: " + ("yes" if report["ok"] else "NO")]
+        lines.append(
+            f"{c['chapter'] + '/' + c['claim']:<48} {c['kind']:<7} {c['pass_rate']:6.0%} "
+            f"{c['median']:7.2f} {c['p90']:6.2f} {c['max']:6.2f} {disc:>8}  {c['flag']}"
+        )
+    lines += [
+        "",
+        "margin = miss/allowed (agrees) or allowed/miss (breaks); a claim passes below 1, and a median "
+        f"above {MEDIAN_LIMIT} marks it mis-specified",
+        "calibrated: " + ("yes" if report["ok"] else "NO"),
+    ]
     return "\n".join(lines)
 
 
