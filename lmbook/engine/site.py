@@ -26,6 +26,7 @@ from .chapters import PARTS, ROMAN, discover
 from .ledger import load_records, markdown_table, notes_markdown
 from .provenance import VERIFIED_DIR, load_verified, panel_markdown
 from .runner import default_out, run_chapters, summary
+from .sweep import SWEEP_FILE
 
 LEDGER_MARKER = "<!-- lmbook:ledger -->"
 STATUS_MARKER = "<!-- lmbook:status -->"
@@ -109,7 +110,8 @@ def _hardware() -> dict:
     return {"CPU": f"{cpu} ({os.cpu_count()} cores)", "GPU": gpu, "OS": platform.platform()}
 
 
-def status_markdown(run_dir: Path, chapters, verified: dict, executed: list[str]) -> str:
+def status_markdown(run_dir: Path, chapters, verified: dict, executed: list[str],
+                    sweep_file: Path | None = None) -> str:
     """The generated part of the status page: versions, hardware, per-chapter run times, full-scale records."""
     lines = [
         f"Built {datetime.now(timezone.utc).isoformat(timespec='seconds')} from the run in `{run_dir.name}`.",
@@ -156,6 +158,40 @@ def status_markdown(run_dir: Path, chapters, verified: dict, executed: list[str]
         ]
     else:
         lines.append("No full-scale records are committed yet (`book/verified/` is empty).")
+    return "\n".join(lines + ["", "## Calibration", "", sweep_markdown(sweep_file or Path("-"))])
+
+
+def sweep_markdown(path: Path) -> str:
+    """The latest committed `lmbook sweep --record` report: seeds, date, and each claim's calibration."""
+    if not path.is_file():
+        return "No calibration sweep is committed yet (`lmbook sweep --seeds 100-119 --record`)."
+    report = json.loads(path.read_text())
+    seeds = report["seeds"]
+    lines = [
+        f"The latest committed sweep ran seeds {seeds[0]}-{seeds[-1]} ({len(seeds)} seeds, profile "
+        f"`{report['profile']}`) on {report['date'][:10]}: "
+        + ("every chapter and claim is calibrated." if report["ok"] else "**some claims are flagged**.")
+        + " The margin is miss/allowed (agrees) or allowed/miss (breaks); a claim passes below 1, "
+        f"and a median above {report['median_limit']} marks it mis-specified.",
+        "",
+        "| chapter | seeds passed | mean wall time |",
+        "|---|---|---|",
+    ]
+    for cid, ch in report["chapters"].items():
+        n = len(ch["seeds_passed"]) + len(ch["seeds_failed"])
+        wall = sum(ch["wall_seconds"]) / max(1, len(ch["wall_seconds"]))
+        lines.append(f"| {cid} | {len(ch['seeds_passed'])}/{n} | {wall:.1f} s |")
+    lines += [
+        "",
+        "| claim | kind | pass rate | median margin | 90th pct | max | min discrimination |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for c in report["claims"]:
+        disc = "-" if c["min_discrimination"] is None else f"{c['min_discrimination']:.3g}"
+        lines.append(
+            f"| {c['chapter']}/`{c['claim']}` | {c['kind']} | {c['pass_rate']:.0%} | "
+            f"{c['median']:.2f} | {c['p90']:.2f} | {c['max']:.2f} | {disc} |"
+        )
     return "\n".join(lines)
 
 
@@ -175,7 +211,8 @@ def chapter_tail(chapter, run_dir: Path, verified: dict) -> str:
             "## Claims of this run",
             "",
             f"{passed} of {len(records)} claims passed (profile `{profile}`, device {device}); "
-            "see the {doc}`claims ledger <../book/claims>` for every chapter.",
+            "see {doc}`how to read a claim <../book/claim-standard>` and the "
+            "{doc}`claims ledger <../book/claims>` for every chapter.",
             "",
             "```{table}",
             ":class: lmbook-claims",
@@ -245,7 +282,8 @@ def stage(root: Path, run_dir: Path, executed: list[str] | None = None) -> Path:
                 data = data.replace(LEDGER_MARKER, ledger_markdown(run_dir, chapters))
             if f.name == "status.md":
                 data = data.replace(
-                    STATUS_MARKER, status_markdown(run_dir, chapters, verified, executed or [])
+                    STATUS_MARKER,
+                    status_markdown(run_dir, chapters, verified, executed or [], root / SWEEP_FILE),
                 )
             _sync(data, src / f.relative_to(root))
     keep = set()
