@@ -133,7 +133,8 @@ class ClaimRecord:
             else ""
         )
         return (
-            f"{word} {self.claim}: predicted {_fmt(self.predicted)}, measured {_fmt(self.measured)}{se}; "
+            f"{word} {self.claim}: predicted {_fmt(self.predicted)}, "
+            f"measured {_fmt(self.measured)}{se}; "
             f"miss {_fmt(self.miss)} vs allowed {_fmt(self.allowed)} "
             f"(systematic {_fmt(self.tolerance)} + statistical {_fmt(self.stat_band)}){rival}"
         )
@@ -207,11 +208,16 @@ def failure_message(r: ClaimRecord) -> str:
     if not _finite(r.predicted, r.measured, r.allowed) or (r.se is not None and not _finite(r.se)):
         why = "\n  a NaN or infinite value never passes"
     elif r.kind == "breaks":
-        why = "\n  the theory was expected to break here, but its prediction held within the allowed band"
+        why = (
+            "\n  the theory was expected to break here, "
+            "but its prediction held within the allowed band"
+        )
     elif r.miss <= r.allowed and r.rival is not None:
         why = (
-            f"\n  the rival '{r.rival_name}' ({_fmt(r.rival)}) is only {_fmt(r.discrimination)} bands from the "
-            f"prediction (at least {MIN_DISCRIMINATION:g} needed): the band cannot tell the theories apart"
+            f"\n  the rival '{r.rival_name}' ({_fmt(r.rival)}) "
+            f"is only {_fmt(r.discrimination)} bands from the "
+            f"prediction (at least {MIN_DISCRIMINATION:g} needed): "
+            "the band cannot tell the theories apart"
         )
     else:
         why = "\n  the measurement is outside the allowed band of the prediction"
@@ -219,8 +225,8 @@ def failure_message(r: ClaimRecord) -> str:
 
 
 class Claims:
-    """The claims of one chapter run. Records go to `results_dir` (one JSON file per claim); an empty
-    `results_dir` keeps them in memory only (interactive use). Made by `lmbook.start`."""
+    """The claims of one chapter run. Records go to `results_dir` (one JSON file per claim);
+    an empty `results_dir` keeps them in memory only (interactive use). Made by `lmbook.start`."""
 
     def __init__(
         self, chapter: str, profile: str, device, seed: int, results_dir: str | os.PathLike = ""

@@ -1,18 +1,20 @@
-"""Many small networks of one architecture trained at once with torch.func (vmap over functional_call).
+"""Many small networks of one architecture trained at once with torch.func
+(vmap over functional_call).
 
 Conventions
 - An ensemble's state is a dict name -> tensor with a leading model axis of length n (as from
   torch.func.stack_module_state), for parameters and for buffers. Tensors here are detached: the
   gradients come from torch.func.grad, not from .backward().
-- `base` is a template of the architecture (e.g. `base_model(models[0])`, a copy on the meta device);
-  its own weights are never read.
-- The loss of model i is loss_fn(model_i(x_i), y_i): x, y are shared by all models, or per-model with a
-  leading model axis (`per_model_data=True`).
-- Optimisers are functional: they return new dicts and never mutate their inputs. A learning rate is a
-  scalar or one value per model (shape (n,)). Heavy ball follows torch.optim.SGD(momentum=beta,
-  dampening=0, nesterov=False): buf <- beta * buf + grad (buf starts at 0, so the first buf is grad),
-  p <- p - lr * buf.
-- Randomness inside the model (dropout in train mode) is refused by vmap; use eval mode or no dropout.
+- `base` is a template of the architecture (e.g. `base_model(models[0])`, a copy on the meta
+  device); its own weights are never read.
+- The loss of model i is loss_fn(model_i(x_i), y_i): x, y are shared by all models, or per-model
+  with a leading model axis (`per_model_data=True`).
+- Optimisers are functional: they return new dicts and never mutate their inputs. A learning rate
+  is a scalar or one value per model (shape (n,)). Heavy ball follows
+  torch.optim.SGD(momentum=beta, dampening=0, nesterov=False): buf <- beta * buf + grad (buf starts
+  at 0, so the first buf is grad), p <- p - lr * buf.
+- Randomness inside the model (dropout in train mode) is refused by vmap; use eval mode or no
+  dropout.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ from torch.func import functional_call, grad_and_value, stack_module_state, vmap
 
 
 def stack(models: Sequence[torch.nn.Module]) -> tuple[dict, dict]:
-    """(params, buffers) of n models of one architecture, stacked along a new leading axis (copies)."""
+    """(params, buffers) of n models of one architecture, stacked along a new leading axis
+    (copies)."""
     if not models:
         raise ValueError("need at least one model")
     params, buffers = stack_module_state(list(models))
@@ -33,7 +36,8 @@ def stack(models: Sequence[torch.nn.Module]) -> tuple[dict, dict]:
 
 
 def base_model(model: torch.nn.Module) -> torch.nn.Module:
-    """A weightless template of `model`'s architecture (a copy on the meta device), for functional_call."""
+    """A weightless template of `model`'s architecture (a copy on the meta device), for
+    functional_call."""
     return copy.deepcopy(model).to("meta")
 
 
@@ -68,7 +72,8 @@ def ensemble_loss_and_grad(
     loss_fn: Callable,
     per_model_data: bool = False,
 ) -> tuple[torch.Tensor, dict]:
-    """(losses (n,), grads): each model's loss and its gradient with respect to its own parameters."""
+    """(losses (n,), grads): each model's loss and its gradient with respect to its own
+    parameters."""
 
     def one(p, b, xi, yi):
         return loss_fn(functional_call(base, (p, b), (xi,)), yi)
@@ -84,8 +89,9 @@ def sgd_step(params: dict, grads: dict, lr) -> dict:
 
 
 def momentum_step(params: dict, grads: dict, bufs: dict, lr, beta) -> tuple[dict, dict]:
-    """Heavy ball in torch's convention: buf <- beta * buf + g; p <- p - lr * buf. Returns (params, bufs);
-    start with bufs of zeros (`zeros_like`). `lr` and `beta` scalars or one per model."""
+    """Heavy ball in torch's convention: buf <- beta * buf + g; p <- p - lr * buf. Returns
+    (params, bufs); start with bufs of zeros (`zeros_like`). `lr` and `beta` scalars or one per
+    model."""
     new_bufs = {k: _per_model(beta, b) * b + grads[k] for k, b in bufs.items()}
     return {k: p - _per_model(lr, p) * new_bufs[k] for k, p in params.items()}, new_bufs
 
@@ -105,9 +111,9 @@ def train_ensemble(
     momentum=0.0,
     per_model_data: bool = False,
 ) -> tuple[torch.Tensor, dict]:
-    """Full-batch (S)GD on every model at once, `steps` steps from the models' current weights (which are
-    not modified; see `unstack`). Returns (losses (steps, n), each row the losses *before* that step's
-    update, as a plain loop records them, and the final stacked params)."""
+    """Full-batch (S)GD on every model at once, `steps` steps from the models' current weights
+    (which are not modified; see `unstack`). Returns (losses (steps, n), each row the losses
+    *before* that step's update, as a plain loop records them, and the final stacked params)."""
     params, buffers = stack(models)
     base = base_model(models[0])
     heavy = torch.is_tensor(momentum) or momentum != 0

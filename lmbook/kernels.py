@@ -1,21 +1,25 @@
-"""Closed-form NNGP and NTK of ReLU MLPs: the arc-cosine kernels (Cho & Saul 2009) and their recursions
-(Lee et al. 2018; Jacot et al. 2018; Lee et al. 2019; Arora et al. 2019).
+"""Closed-form NNGP and NTK of ReLU MLPs: the arc-cosine kernels (Cho & Saul 2009) and their
+recursions (Lee et al. 2018; Jacot et al. 2018; Lee et al. 2019; Arora et al. 2019).
 
-Network (NTK parameterisation, all weights and biases i.i.d. N(0, 1), L = `hidden_layers` ReLU layers):
+Network (NTK parameterisation, all weights and biases i.i.d. N(0, 1), L = `hidden_layers` ReLU
+layers):
     h^1     = sigma_w/sqrt(d) W^1 x + sigma_b b^1                        (x in R^d)
     h^{l+1} = sigma_w/sqrt(n_l) W^{l+1} relu(h^l) + sigma_b b^{l+1},      l = 1..L
     f(x)    = h^{L+1}, a scalar: the readout is one more such linear layer, with its own bias.
 
-Kernels (index l counts the ReLU layers passed; (u, v) ~ N(0, [[S(x,x), S(x,x')], [S(x,x'), S(x',x')]]), S = Sigma^{l-1}):
+Kernels (index l counts the ReLU layers passed;
+(u, v) ~ N(0, [[S(x,x), S(x,x')], [S(x,x'), S(x',x')]]), S = Sigma^{l-1}):
     Sigma^0    = sigma_w^2 x.x'/d + sigma_b^2                             covariance of h^1
     Sigma^l    = sigma_w^2 E[relu(u) relu(v)] + sigma_b^2                 covariance of h^{l+1}
     dotSigma^l = sigma_w^2 E[relu'(u) relu'(v)]
     Theta^0    = Sigma^0,   Theta^l = Sigma^l + Theta^{l-1} dotSigma^l
-NNGP = Sigma^L and NTK = Theta^L, the limits as all widths n_l -> infinity of the output covariance over
-initialisations and of the Gram matrix of parameter gradients sum_p df(x)/dp df(x')/dp (the readout's own
-weights and bias contribute the term Sigma^L, the biases of layer l+1 the sigma_b^2 inside Sigma^l).
+NNGP = Sigma^L and NTK = Theta^L, the limits as all widths n_l -> infinity of the output
+covariance over initialisations and of the Gram matrix of parameter gradients
+sum_p df(x)/dp df(x')/dp (the readout's own weights and bias contribute the term Sigma^L, the
+biases of layer l+1 the sigma_b^2 inside Sigma^l).
 (Chapter card II-1 writes Sigma^(l+1) for our Sigma^l.) With t = arccos(rho) the angle of (u, v):
-    E[relu(u) relu(v)]   = sqrt(q1 q2)/(2 pi) (sin t + (pi - t) cos t),    E[relu'(u) relu'(v)] = (pi - t)/(2 pi).
+    E[relu(u) relu(v)]   = sqrt(q1 q2)/(2 pi) (sin t + (pi - t) cos t),
+    E[relu'(u) relu'(v)] = (pi - t)/(2 pi).
 """
 
 from __future__ import annotations
@@ -30,8 +34,9 @@ __all__ = ["arccos_expectations", "derive_arccos_expectations", "relu_nngp_ntk"]
 
 
 def arccos_expectations():
-    """SymPy closed forms (theta, q1, q2, E_relu, E_step): E[relu(u) relu(v)] and E[relu'(u) relu'(v)] for
-    (u, v) centred Gaussian with variances q1, q2 and correlation cos(theta), 0 <= theta <= pi."""
+    """SymPy closed forms (theta, q1, q2, E_relu, E_step): E[relu(u) relu(v)] and
+    E[relu'(u) relu'(v)] for (u, v) centred Gaussian with variances q1, q2 and correlation
+    cos(theta), 0 <= theta <= pi."""
     theta = sp.Symbol("theta", nonnegative=True)
     q1, q2 = sp.symbols("q1 q2", positive=True)
     e_relu = sp.sqrt(q1 * q2) / (2 * sp.pi) * (sp.sin(theta) + (sp.pi - theta) * sp.cos(theta))
@@ -42,8 +47,9 @@ def arccos_expectations():
 def derive_arccos_expectations():
     """The same two expectations derived by SymPy, by Gaussian integration in polar coordinates.
 
-    Write u = sqrt(q1) z1, v = sqrt(q2) (cos(theta) z1 + sin(theta) z2) with z = r (cos phi, sin phi) ~ N(0, I):
-    u > 0 and v > 0 exactly for theta - pi/2 < phi < pi/2, and the density is exp(-r^2/2) r dr dphi / (2 pi).
+    Write u = sqrt(q1) z1, v = sqrt(q2) (cos(theta) z1 + sin(theta) z2) with
+    z = r (cos phi, sin phi) ~ N(0, I): u > 0 and v > 0 exactly for theta - pi/2 < phi < pi/2, and
+    the density is exp(-r^2/2) r dr dphi / (2 pi).
     Returns (theta, q1, q2, E_relu, E_step), simplified."""
     theta, q1, q2, _, _ = arccos_expectations()
     r, phi = sp.symbols("r phi", nonnegative=True)
@@ -60,7 +66,8 @@ def derive_arccos_expectations():
 
 
 def _unit_angles(a):
-    """Angles between the unit rows of a, accurate near 0 and pi where arccos(a.a') loses sqrt(eps)."""
+    """Angles between the unit rows of a, accurate near 0 and pi where arccos(a.a') loses
+    sqrt(eps)."""
     c = np.clip(a @ a.T, -1.0, 1.0)
     t = np.arccos(c)
     i, j = np.nonzero(np.triu(np.abs(c) > 1 - 1e-3))  # elsewhere arccos' slope is below 23
@@ -74,13 +81,15 @@ def _unit_angles(a):
 
 
 def relu_nngp_ntk(x, hidden_layers, sigma_w, sigma_b):
-    """(NNGP, NTK): float64 (n, n) Gram matrices Sigma^L and Theta^L on the rows of x (shape (n, d)) for the
-    ReLU MLP with L = `hidden_layers` >= 0 ReLU layers in the NTK parameterisation of the module docstring.
+    """(NNGP, NTK): float64 (n, n) Gram matrices Sigma^L and Theta^L on the rows of x (shape (n, d))
+    for the ReLU MLP with L = `hidden_layers` >= 0 ReLU layers in the NTK parameterisation of the
+    module docstring.
 
     hidden_layers = 0 is the linear readout alone: NNGP = NTK = sigma_w^2 x.x'/d + sigma_b^2.
-    Numerics: each pair is carried as (norms, angle) and the angle is updated from the cancellation-free gap
-    sqrt(q1 q2) - Sigma, so identical rows give exactly the diagonal values, antipodal rows the t = pi limit,
-    and nearly identical rows keep full relative accuracy (plain arccos(rho) would err by sqrt(eps))."""
+    Numerics: each pair is carried as (norms, angle) and the angle is updated from the
+    cancellation-free gap sqrt(q1 q2) - Sigma, so identical rows give exactly the diagonal values,
+    antipodal rows the t = pi limit, and nearly identical rows keep full relative accuracy (plain
+    arccos(rho) would err by sqrt(eps))."""
     if hasattr(x, "detach"):
         x = x.detach().cpu().numpy()
     x = np.asarray(x, dtype=np.float64)
@@ -107,7 +116,8 @@ def relu_nngp_ntk(x, hidden_layers, sigma_w, sigma_b):
     r = np.sqrt((z * z).sum(axis=1))
     if (r == 0).any():
         raise ValueError(
-            "a row of x is zero and sigma_b = 0: its pre-activations vanish and relu'(0) is undefined"
+            "a row of x is zero and sigma_b = 0: its pre-activations vanish "
+            "and relu'(0) is undefined"
         )
     t = _unit_angles(z / r[:, None])
     rr = np.outer(r, r)
@@ -120,7 +130,8 @@ def relu_nngp_ntk(x, hidden_layers, sigma_w, sigma_b):
         T = S + T * (sw2 * (np.pi - t) / (2 * np.pi))
         r_new = np.sqrt(a * r * r + b)
         rr_new = np.outer(r_new, r_new)
-        # gap = rr_new - S >= 0 without cancellation; pi - (sin t + (pi - t) cos t) = 2 pi sin^2(t/2) - (sin t - t cos t)
+        # gap = rr_new - S >= 0 without cancellation;
+        # pi - (sin t + (pi - t) cos t) = 2 pi sin^2(t/2) - (sin t - t cos t)
         sin_minus = sin_t - t * cos_t
         small = t < 1e-2  # series there: sin t - t cos t cancels
         ts = t[small]

@@ -10,8 +10,8 @@ import torch
 
 
 def crossing_times(traj: torch.Tensor, level) -> torch.Tensor:
-    """First time index at which traj (time, ...) reaches `level` (broadcast over the trailing dims),
-    linearly interpolated between steps; NaN where it never does."""
+    """First time index at which traj (time, ...) reaches `level` (broadcast over the trailing
+    dims), linearly interpolated between steps; NaN where it never does."""
     level = torch.as_tensor(level, dtype=traj.dtype, device=traj.device).expand(traj.shape[1:])
     above = traj >= level
     reached = above.any(0)
@@ -31,10 +31,11 @@ def loglog_slope(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 def finite_size_exponent(n, y: torch.Tensor, correction: float) -> torch.Tensor:
-    """The leading exponent p of y = A n^p (1 + c n^correction), fitted along the last dimension by nonlinear least
-    squares on log y (A, p and the amplitude c of the first correction all fitted; the linearised fit on
-    (1, log n, n^correction) is the starting point). `correction` < 0 is the known exponent of the relative first
-    correction; n broadcasts against y. Returns p with y's leading shape (NaN where y is not positive and finite)."""
+    """The leading exponent p of y = A n^p (1 + c n^correction), fitted along the last dimension by
+    nonlinear least squares on log y (A, p and the amplitude c of the first correction all fitted;
+    the linearised fit on (1, log n, n^correction) is the starting point). `correction` < 0 is the
+    known exponent of the relative first correction; n broadcasts against y. Returns p with y's
+    leading shape (NaN where y is not positive and finite)."""
     from scipy.optimize import least_squares
 
     y64 = torch.as_tensor(y, dtype=torch.float64).cpu()
@@ -74,8 +75,8 @@ def fit_crossing(x, y, level: float = 0.0) -> float:
 
 
 def first_crossing(x, y, level: float = 0.0) -> float:
-    """Linear interpolation between the first neighbouring pair of points (x increasing) whose y values
-    straddle `level`; nan when no pair does."""
+    """Linear interpolation between the first neighbouring pair of points (x increasing) whose y
+    values straddle `level`; nan when no pair does."""
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
     for k in range(len(x) - 1):
         if (y[k] - level) * (y[k + 1] - level) <= 0 and y[k] != y[k + 1]:

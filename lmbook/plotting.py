@@ -9,7 +9,8 @@ PALETTE = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F
 
 
 def use_style() -> None:
-    """Apply the book's matplotlib style (colour-blind-safe palette, light grid, no top/right spines)."""
+    """Apply the book's matplotlib style (colour-blind-safe palette, light grid, no top/right
+    spines)."""
     mpl.rcParams.update(
         {
             "figure.figsize": (6.4, 4.0),
@@ -34,7 +35,8 @@ def theory(ax, x, y, label=None, color=None, **kw):
 
 
 def measured(ax, x, y, yerr=None, label=None, color=None, **kw):
-    """Measurements: open markers with error bars (one standard deviation or SE, say which in the caption)."""
+    """Measurements: open markers with error bars (one standard deviation or SE, say which in the
+    caption)."""
     kw.setdefault("markersize", 5)
     return ax.errorbar(x, y, yerr=yerr, fmt="o", mfc="white", color=color, label=label, **kw)
 

@@ -68,8 +68,8 @@ def sizes(profile: str, **per_profile) -> SimpleNamespace:
         odd = keys[p] - set.intersection(*keys.values())
         if odd:
             raise UsageError(
-                f"sizes(): {', '.join(sorted(odd))} set for profile {p!r} only; every profile needs "
-                "the same keys"
+                f"sizes(): {', '.join(sorted(odd))} set for profile {p!r} only; "
+                "every profile needs the same keys"
             )
     return SimpleNamespace(**per_profile[profile])
 
@@ -98,11 +98,11 @@ def exact_arithmetic() -> None:
 
 
 def start(profile: str, device: str, seed: int, results_dir: str = "", chapter: str | None = None):
-    """The prologue of every chapter: check the profile, pick the device, float64 with TF32 off, seed
-    everything, and open the chapter's claims. Returns (device, generator, claims).
+    """The prologue of every chapter: check the profile, pick the device, float64 with TF32 off,
+    seed everything, and open the chapter's claims. Returns (device, generator, claims).
 
-    The chapter id is `chapter`, else the `lmbook_chapter` that the runner injects from the chapter's
-    front matter, else "interactive" (a notebook opened by hand)."""
+    The chapter id is `chapter`, else the `lmbook_chapter` that the runner injects from the
+    chapter's front matter, else "interactive" (a notebook opened by hand)."""
     import sys
 
     from .claims import Claims

@@ -1,4 +1,5 @@
-"""Statistics of replicates: the statistical band of a claim, standard errors, jackknife, batch means.
+"""Statistics of replicates: the statistical band of a claim, standard errors, jackknife, batch
+means.
 
 Conventions
 - Replicates are independent runs of one experiment (seeds, chains, networks); they are
@@ -108,10 +109,10 @@ def mean_and_se(x: torch.Tensor, dim: int = 0):
 
 
 def jackknife(statistic: Callable, samples, groups: int = 64) -> Estimate:
-    """statistic(mean over chains) for samples of shape (..., chains), with the delete-a-group jackknife
-    SE over `groups` contiguous groups of chains (one chain per group when there are fewer); the
-    Estimate has groups - 1 degrees of freedom. For statistics of the mean that have no per-replicate
-    value (a crossing of a mean curve, a ratio of means)."""
+    """statistic(mean over chains) for samples of shape (..., chains), with the delete-a-group
+    jackknife SE over `groups` contiguous groups of chains (one chain per group when there are
+    fewer); the Estimate has groups - 1 degrees of freedom. For statistics of the mean that have no
+    per-replicate value (a crossing of a mean curve, a ratio of means)."""
     samples = np.asarray(
         samples.cpu() if isinstance(samples, torch.Tensor) else samples, dtype=float
     )
@@ -129,9 +130,9 @@ def jackknife(statistic: Callable, samples, groups: int = 64) -> Estimate:
 
 def time_average(series: torch.Tensor, batches: int = 5) -> Estimate:
     """The mean of a correlated time series with its SE by batch means: the series is cut into
-    `batches` consecutive blocks (the last len % batches samples dropped from the error) and the SE is
-    the standard deviation of the block means over sqrt(batches), with batches - 1 dof. Valid when a
-    block is longer than the correlation time; NaN SE for fewer than 2 samples per block."""
+    `batches` consecutive blocks (the last len % batches samples dropped from the error) and the SE
+    is the standard deviation of the block means over sqrt(batches), with batches - 1 dof. Valid
+    when a block is longer than the correlation time; NaN SE for fewer than 2 samples per block."""
     x = torch.as_tensor(series, dtype=torch.float64).flatten()
     size = x.numel() // batches
     if batches < 2 or size < 2:

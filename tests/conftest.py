@@ -24,7 +24,8 @@ def fixture_root(tmp_path):
 
 @pytest.fixture(scope="module")
 def one_thread():
-    """Tiny float64 ops: one torch thread is faster, and far faster on a busy machine (OpenMP barriers)."""
+    """Tiny float64 ops: one torch thread is faster, and far faster on a busy machine (OpenMP
+    barriers)."""
     import torch
 
     n = torch.get_num_threads()
@@ -45,7 +46,8 @@ def ci_run():
 
 @pytest.fixture(scope="session")
 def built_site(ci_run):
-    """`lmbook build --profile ci` once per session (reusing the ci run); returns the finished process."""
+    """`lmbook build --profile ci` once per session (reusing the ci run); returns the finished
+    process."""
     return subprocess.run(
         [sys.executable, "-m", "lmbook", "build", "--profile", "ci"],
         cwd=ROOT,

@@ -1,5 +1,5 @@
-"""`lmbook build --profile ci` renders the site from the executed chapters with warnings as errors, and a
-prose-only edit re-renders without executing any chapter."""
+"""`lmbook build --profile ci` renders the site from the executed chapters with warnings as errors,
+and a prose-only edit re-renders without executing any chapter."""
 
 import json
 

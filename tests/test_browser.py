@@ -1,6 +1,7 @@
 """Every page of the built site in headless Chromium (Debian's, driven by Playwright): no uncaught
-JavaScript error, no request leaves the machine, MathJax typeset the math, every image loaded, no Python
-traceback, and a claims table on every chapter page. Screenshots go to _build/screenshots/."""
+JavaScript error, no request leaves the machine, MathJax typeset the math, every image loaded, no
+Python traceback, and a claims table on every chapter page. Screenshots go to
+_build/screenshots/."""
 
 import functools
 import http.server
@@ -100,7 +101,8 @@ def test_every_page_renders(site):
                         f"{rel}: MathJax typeset {n_typeset} formulas with {n_errors} errors"
                     )
             broken = page.evaluate(
-                "Array.from(document.images).filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.src)"
+                "Array.from(document.images)"
+                ".filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.src)"
             )
             if broken:
                 problems.append(f"{rel}: images that did not load: {broken}")
@@ -113,7 +115,8 @@ def test_every_page_renders(site):
                 problems.append(f"{rel}: uncaught JavaScript errors: {errors}")
             if external:
                 problems.append(
-                    f"{rel}: requests that leave the machine (the site must render offline): {external}"
+                    f"{rel}: requests that leave the machine "
+                    f"(the site must render offline): {external}"
                 )
             page.screenshot(
                 path=str(shots / (rel.replace("/", "__").removesuffix(".html") + ".png")),

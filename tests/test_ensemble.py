@@ -1,5 +1,6 @@
-"""An ensemble trained at once follows, to rounding, the trajectories of its members trained one by one
-with torch.optim.SGD (plain and heavy ball, per-model learning rates, shared or per-model data)."""
+"""An ensemble trained at once follows, to rounding, the trajectories of its members trained one by
+one with torch.optim.SGD (plain and heavy ball, per-model learning rates, shared or per-model
+data)."""
 
 import pytest
 import torch

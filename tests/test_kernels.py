@@ -13,7 +13,8 @@ F64 = torch.float64
 
 
 def naive(x, L, sw, sb):
-    """Textbook recursion with arccos(rho): right to ~1e-15 away from rho = +-1, off by ~sqrt(eps) near it."""
+    """Textbook recursion with arccos(rho): right to ~1e-15 away from rho = +-1, off by ~sqrt(eps)
+    near it."""
     S = sw**2 * x @ x.T / x.shape[1] + sb**2
     T = S.copy()
     for _ in range(L):
@@ -56,7 +57,8 @@ def test_sympy_derivation_gives_the_closed_forms():
 
 
 def test_sympy_lambdified_agrees_with_numpy_closed_form():
-    """Sigma^1 = sw^2 E_relu + sb^2 and Theta^1 - Sigma^1 = Sigma^0 sw^2 E_step, with (q1, q2, theta) from Sigma^0."""
+    """Sigma^1 = sw^2 E_relu + sb^2 and Theta^1 - Sigma^1 = Sigma^0 sw^2 E_step, with
+    (q1, q2, theta) from Sigma^0."""
     theta, q1, q2, e_relu, e_step = arccos_expectations()
     f_relu, f_step = (
         sp.lambdify((theta, q1, q2), e_relu, "numpy"),
@@ -111,7 +113,8 @@ def test_identical_rows_give_exactly_the_diagonal_and_diagonal_is_exact():
     for K in (S, T):
         assert K[2, 6] == K[2, 2] == K[6, 6] == K[2, 8] == K[8, 8]
         np.testing.assert_array_equal(K[2], K[6])
-    # the diagonal against its exact recursion q^l = sw^2 q/2 + sb^2, Theta^l = q^l + Theta^{l-1} sw^2/2
+    # the diagonal against its exact recursion
+    # q^l = sw^2 q/2 + sb^2, Theta^l = q^l + Theta^{l-1} sw^2/2
     q = sw**2 * (x * x).sum(1) / 5 + sb**2
     th = q.copy()
     for _ in range(L):
@@ -123,8 +126,8 @@ def test_identical_rows_give_exactly_the_diagonal_and_diagonal_is_exact():
 
 @pytest.mark.parametrize("sb", [0.0, 0.5])
 def test_nearly_identical_and_colinear_rows_keep_full_accuracy(sb):
-    """Plain arccos(rho) errs by ~sqrt(eps) ~ 1e-8 at rho ~ 1 (colinear x, 3x with sb = 0 or x, x + 1e-9 dx);
-    the closed form must agree with 50-digit arithmetic to 1e-13 relative."""
+    """Plain arccos(rho) errs by ~sqrt(eps) ~ 1e-8 at rho ~ 1 (colinear x, 3x with sb = 0 or
+    x, x + 1e-9 dx); the closed form must agree with 50-digit arithmetic to 1e-13 relative."""
     rng = np.random.default_rng(5)
     x0 = rng.normal(size=4)
     pairs = [
@@ -146,7 +149,8 @@ def test_antipodal_rows_take_the_t_equals_pi_limit():
     sw = 1.4
     q0 = sw**2 * (x[0] ** 2).sum() / 3
     S1, T1 = relu_nngp_ntk(x, 1, sw, 0.0)
-    # t = pi: E[relu relu] = 0 and E[relu' relu'] = 0, so Sigma^1 = Theta^1 = 0 between x and -x, -2x
+    # t = pi: E[relu relu] = 0 and E[relu' relu'] = 0,
+    # so Sigma^1 = Theta^1 = 0 between x and -x, -2x
     assert np.abs(S1[0, 1:]).max() <= 1e-15 * q0 and np.abs(T1[0, 1:]).max() <= 1e-15 * q0
     # one layer later the angle is pi/2: Sigma^2 = sw^2 sqrt(q1 q1')/(2 pi), Theta^2 = Sigma^2 + 0
     S2, T2 = relu_nngp_ntk(x, 2, sw, 0.0)
@@ -164,12 +168,14 @@ def test_antipodal_rows_take_the_t_equals_pi_limit():
 
 
 def mc_kernels(x, L, sw, sb, width, nets, seed):
-    """Per random network: (Sigma^L_emp, Theta^1_emp), the readout's conditional covariance given the last hidden
-    layer, sw^2 relu(h^L).relu(h^L)'/width + sb^2, and (L = 1 only) the empirical NTK of the network.
+    """Per random network: (Sigma^L_emp, Theta^1_emp), the readout's conditional covariance given
+    the last hidden layer, sw^2 relu(h^L).relu(h^L)'/width + sb^2, and (L = 1 only) the empirical
+    NTK of the network.
 
-    Layer 1 uses real N(0, 1) weights. A later layer's pre-activations on the m inputs, given the activations A of
-    the layer below, are exactly i.i.d. rows N(0, sw^2 A A^T/width + sb^2), so they are drawn from that law: the
-    same finite-width networks, at O(width m) rather than O(width^2) cost."""
+    Layer 1 uses real N(0, 1) weights. A later layer's pre-activations on the m inputs, given the
+    activations A of the layer below, are exactly i.i.d. rows N(0, sw^2 A A^T/width + sb^2), so
+    they are drawn from that law: the same finite-width networks, at O(width m) rather than
+    O(width^2) cost."""
     g = torch.Generator().manual_seed(seed)
     X = torch.as_tensor(x, dtype=F64)
     m, d = X.shape
@@ -188,7 +194,8 @@ def mc_kernels(x, L, sw, sb, width, nets, seed):
     S = sw**2 * a.transpose(1, 2) @ a / width + sb**2
     if L != 1:
         return S.numpy(), None
-    # L = 1: d f/d(W1, b1) of unit k is sw/sqrt(width) v_k 1(h_k > 0) (sw x/sqrt(d), sb); readout gives S
+    # L = 1: d f/d(W1, b1) of unit k is sw/sqrt(width) v_k 1(h_k > 0) (sw x/sqrt(d), sb);
+    # readout gives S
     v = torch.randn(nets, width, 1, generator=g, dtype=F64)
     D = v * (h > 0)
     S0 = sw**2 * X @ X.T / d + sb**2
@@ -201,11 +208,12 @@ def mc_kernels(x, L, sw, sb, width, nets, seed):
 def test_nngp_and_ntk_match_monte_carlo_of_wide_networks(L, sw, sb):
     """Mean over 32 random networks of width 16384 vs the closed form, entry by entry.
 
-    Tolerance: 5 standard errors of that mean (SE = spread over the networks / sqrt(32); a t statistic with 31
-    degrees of freedom exceeds 5 with probability ~2e-5), plus L/width of the diagonal scale for the finite-width
-    bias of Sigma^L, which is O(1/width) (zero for L = 1, where every estimate here is unbiased at any width).
-    The resulting relative precision is ~0.3%: a wrong index, e.g. dotSigma^l from Sigma^l instead of
-    Sigma^{l-1}, moves the L = 1 NTK by ~5% and is rejected."""
+    Tolerance: 5 standard errors of that mean (SE = spread over the networks / sqrt(32); a t
+    statistic with 31 degrees of freedom exceeds 5 with probability ~2e-5), plus L/width of the
+    diagonal scale for the finite-width bias of Sigma^L, which is O(1/width) (zero for L = 1, where
+    every estimate here is unbiased at any width). The resulting relative precision is ~0.3%: a
+    wrong index, e.g. dotSigma^l from Sigma^l instead of Sigma^{l-1}, moves the L = 1 NTK by ~5%
+    and is rejected."""
     x = np.random.default_rng(10).normal(size=(5, 4))
     x[4] = -x[0]  # an antipodal pair
     width, nets = 16384, 32

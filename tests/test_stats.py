@@ -29,8 +29,8 @@ def test_nan_gives_nan_se():
 
 
 def test_the_band_is_calibrated_for_skewed_replicates():
-    """Exponential per-chain values (skew 2), 6400 chains: a 1% two-sided band covers the true mean in
-    about 99% of 2000 experiments (batch means make the group means near-normal)."""
+    """Exponential per-chain values (skew 2), 6400 chains: a 1% two-sided band covers the true mean
+    in about 99% of 2000 experiments (batch means make the group means near-normal)."""
     rng = np.random.default_rng(0)
     x = rng.exponential(size=(2000, 6400))
     g = x.reshape(2000, 32, 200).mean(-1)
