@@ -32,7 +32,10 @@ def test_every_chapter_passes_its_claims(ci_run):
 
 
 def test_claims_hold_for_another_seed(tmp_path):
-    """The claims must hold for any seed, not just the default one: run every chapter with seed 1."""
+    """The claims must hold for any seed, not just the default one.
+
+    Run every chapter with seed 1.
+    """
     results = run_chapters(discover(ROOT), "ci", "auto", 1, tmp_path)
     failures = [f"{r.id} ({r.status}): {r.message}" for r in results if not r.ok]
     assert not failures, "\n\n".join(failures)

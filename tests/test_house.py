@@ -1,14 +1,14 @@
 """House rules: the import direction, ruff, and environment.yml in step with pyproject.toml."""
+
 import ast
 import re
 import shutil
 import subprocess
 import sys
-import tomllib
 
 import pytest
+import tomllib
 import yaml
-
 from conftest import ROOT
 
 LIB = ROOT / "lmbook"
@@ -25,10 +25,14 @@ def _imports(path):
 
 def test_the_library_never_imports_the_engine():
     for path in LIB.glob("*.py"):
-        if path.name == "__main__.py":     # `python -m lmbook` is the command line
+        if path.name == "__main__.py":  # `python -m lmbook` is the command line
             continue
-        bad = [m for m in _imports(path) if m.startswith(".engine") or m.startswith("lmbook.engine")]
-        assert not bad, f"{path.name} imports {bad}: the library must not depend on the book machine"
+        bad = [
+            m for m in _imports(path) if m.startswith(".engine") or m.startswith("lmbook.engine")
+        ]
+        assert not bad, (
+            f"{path.name} imports {bad}: the library must not depend on the book machine"
+        )
 
 
 def test_chapters_never_import_the_engine():
@@ -42,11 +46,15 @@ def test_importing_lmbook_loads_no_engine_module():
     assert done.stdout.strip() == "False"
 
 
-@pytest.mark.skipif(shutil.which("ruff", path=str(ROOT / ".venv" / "bin")) is None
-                    and shutil.which("ruff") is None, reason="ruff is not installed")
+@pytest.mark.skipif(
+    shutil.which("ruff", path=str(ROOT / ".venv" / "bin")) is None and shutil.which("ruff") is None,
+    reason="ruff is not installed",
+)
 def test_ruff_is_clean():
     ruff = shutil.which("ruff", path=str(ROOT / ".venv" / "bin")) or shutil.which("ruff")
-    done = subprocess.run([ruff, "check", "lmbook", "tests"], cwd=ROOT, capture_output=True, text=True)
+    done = subprocess.run(
+        [ruff, "check", "lmbook", "tests"], cwd=ROOT, capture_output=True, text=True
+    )
     assert done.returncode == 0, done.stdout + done.stderr
 
 
@@ -65,4 +73,6 @@ def test_environment_yml_matches_pyproject():
         else:
             names.add(_name(dep))
     names = {"torch" if n == "pytorch" else n for n in names} - {"python", "pip"}
-    assert wanted == names, f"only in pyproject: {wanted - names}; only in environment.yml: {names - wanted}"
+    assert wanted == names, (
+        f"only in pyproject: {wanted - names}; only in environment.yml: {names - wanted}"
+    )

@@ -83,7 +83,10 @@ def discover(root: Path | None = None) -> list[Chapter]:
 
 
 def select(chapters: list[Chapter], names: list[str]) -> list[Chapter]:
-    """Chapters named by id or file stem; all when `names` is empty. Unknown names are a UsageError."""
+    """Chapters named by id or file stem; all when `names` is empty.
+
+    Unknown names are a UsageError.
+    """
     if not names:
         return chapters
     by_name = {c.id: c for c in chapters} | {c.path.stem: c for c in chapters}

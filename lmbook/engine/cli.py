@@ -1,5 +1,8 @@
-"""The `lmbook` command: list, run, sweep, claims, build, bench. Exit 0 all passed, 1 a claim or cell
-failed, 2 bad arguments (with the valid choices named), 130 interrupted (Ctrl-C)."""
+"""The `lmbook` command: list, run, sweep, claims, build, bench.
+
+Exit 0 all passed, 1 a claim or cell failed, 2 bad arguments (with the valid choices named),
+130 interrupted (Ctrl-C).
+"""
 
 from __future__ import annotations
 
@@ -118,7 +121,8 @@ def cmd_claims(args) -> int:
         print(text_table(records) if records else f"no claim records in {run_dir}")
     for c in unfinished:
         print(
-            f"{c}: the run did not finish (interrupted or still running); its records are not counted",
+            f"{c}: the run did not finish (interrupted or still running); "
+            "its records are not counted",
             file=sys.stderr,
         )
     return 0 if records and not unfinished and all(r["passed"] for r in records) else 1
@@ -235,7 +239,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--threads",
         type=int,
-        help="torch threads for all three methods (default: torch's; 1 is steadier on a busy machine)",
+        help="torch threads for all three methods "
+        "(default: torch's; 1 is steadier on a busy machine)",
     )
     s.add_argument(
         "--repeats", type=int, default=1, help="time each method this many times, keep the best"

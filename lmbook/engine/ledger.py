@@ -1,4 +1,7 @@
-"""The ledger: claim records read back from a run folder, as a terminal table, JSON, HTML or MyST."""
+"""The ledger: claim records read back from a run folder.
+
+Shown as a terminal table, JSON, HTML or MyST.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +14,10 @@ COLUMNS = ("chapter", "claim", "kind", "predicted", "measured", "allowed", "riva
 
 
 def load_records(run_dir) -> list[dict]:
-    """Every claim record under `run_dir`/claims (or `run_dir` itself), by chapter, in the order checked."""
+    """Every claim record under `run_dir`/claims (or `run_dir` itself).
+
+    By chapter, in the order checked.
+    """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise UsageError(
@@ -121,7 +127,10 @@ def markdown_table(records: list[dict], show_chapter=True) -> str:
 
 
 def notes_markdown(records: list[dict]) -> str:
-    """Each claim's statement, the origin of its tolerance and the name of its rival, as a MyST list."""
+    """Each claim's statement, the origin of its tolerance and the name of its rival.
+
+    As a MyST list.
+    """
     lines = []
     for r in records:
         rival = f" *Rival:* {_cell(r['rival_name'])}." if r.get("rival") is not None else ""

@@ -1,8 +1,8 @@
 """Full-scale provenance: one small JSON file per chapter in book/verified/, written by
 `lmbook run --profile full`, committed, and shown on the chapter's page as "verified at full scale".
 
-A file holds the chapter id, profile, device (the GPU's name), date (UTC), seed, wall time, versions,
-claims passed/total and a compact copy of each claim (no notebooks, no figures).
+A file holds the chapter id, profile, device (the GPU's name), date (UTC), seed, wall time,
+versions, claims passed/total and a compact copy of each claim (no notebooks, no figures).
 """
 
 from __future__ import annotations
@@ -63,13 +63,16 @@ def panel_markdown(entry: dict | None) -> str:
     if entry is None:
         return (
             "```{admonition} Not yet verified at full scale\n:class: note\n"
-            "No full-scale records have been committed for this chapter. `lmbook run CHAPTER --profile full` "
+            "No full-scale records have been committed for this chapter. "
+            "`lmbook run CHAPTER --profile full` "
             "on a GPU writes them to `book/verified/`.\n```"
         )
     v = entry.get("versions", {})
     return (
-        f"```{{admonition}} Verified at full scale: {entry['claims_passed']}/{entry['claims_total']} claims passed\n"
+        f"```{{admonition}} Verified at full scale: "
+        f"{entry['claims_passed']}/{entry['claims_total']} claims passed\n"
         f":class: {'tip' if entry['claims_passed'] == entry['claims_total'] else 'warning'}\n"
-        f"Profile `{entry['profile']}` on **{entry['device']}**, {entry['date'][:10]} (seed {entry['seed']}, "
-        f"{entry['wall_seconds']:.0f} s); lmbook {v.get('lmbook')}, torch {v.get('torch')}, Python {v.get('python')}.\n```"
+        f"Profile `{entry['profile']}` on **{entry['device']}**, {entry['date'][:10]} "
+        f"(seed {entry['seed']}, {entry['wall_seconds']:.0f} s); lmbook {v.get('lmbook')}, "
+        f"torch {v.get('torch')}, Python {v.get('python')}.\n```"
     )

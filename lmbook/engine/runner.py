@@ -1,14 +1,16 @@
-"""The single execution path: jupytext reads a chapter, papermill injects the parameters and runs it.
+"""The single execution path: jupytext reads a chapter, papermill injects the parameters
+and runs it.
 
 A run folder holds, per chapter:
   notebooks/<file stem>.ipynb   the executed notebook (outputs kept)
   claims/<chapter id>/<claim>.json   one record per claim (lmbook.claims)
   runs/<chapter id>.json   status, wall time, cache key
   runs/<chapter id>.kernel.log   what the kernel wrote to stderr
-A chapter whose code cells, the lmbook modules its kernel imported, its parameters and the torch version
-are unchanged since a passing run is not executed again: an edit of its prose only re-renders
-(lmbook.engine.site merges the new prose with the stored outputs), an edit of the ledger or the site
-executes nothing, and an edit of a science module executes only the chapters that import it.
+A chapter whose code cells, the lmbook modules its kernel imported, its parameters and the torch
+version are unchanged since a passing run is not executed again: an edit of its prose only
+re-renders (lmbook.engine.site merges the new prose with the stored outputs), an edit of the ledger
+or the site executes nothing, and an edit of a science module executes only the chapters that
+import it.
 The runner injects `lmbook_chapter` (the front matter's id), which `lmbook.start` reads.
 A run folder is locked while a run writes into it; a second run into it is refused.
 """
@@ -41,8 +43,8 @@ MIN_CLAIMS = 3
 MAX_CLAIMS = 20  # lmbook.stats.FAMILY: the Bonferroni divisor of the statistical bands
 LIB_DIR = Path(__file__).resolve().parents[1]
 CELL_TIMEOUT_S = 3600
-# Appended to the notebook for the run and removed from the stored notebook: which lmbook modules the
-# kernel imported (the cache key hashes exactly those files).
+# Appended to the notebook for the run and removed from the stored notebook: which lmbook modules
+# the kernel imported (the cache key hashes exactly those files).
 MODULES_CELL = """import json as _j, sys as _s
 print("LMBOOK_MODULES=" + _j.dumps(sorted(
     m.__file__ for n, m in list(_s.modules.items())
@@ -69,8 +71,10 @@ def default_out(root: Path, profile: str) -> Path:
 
 
 def code_signature(chapter: Chapter) -> str:
-    """The chapter's code cells (source and tags) as one string: what execution depends on. Prose edits
-    leave it unchanged, so they re-render the site without re-executing the chapter."""
+    """The chapter's code cells (source and tags) as one string: what execution depends on.
+
+    Prose edits leave it unchanged, so they re-render the site without re-executing the chapter.
+    """
     import jupytext
 
     nb = jupytext.read(chapter.path)
@@ -191,14 +195,20 @@ def locked(out: Path):
 
 def _contract_problem(records: list[dict]) -> str:
     if len(records) < MIN_CLAIMS:
-        return f"the chapter recorded {len(records)} claims; the chapter contract asks for at least {MIN_CLAIMS}"
+        return (
+            f"the chapter recorded {len(records)} claims; "
+            f"the chapter contract asks for at least {MIN_CLAIMS}"
+        )
     if len(records) > MAX_CLAIMS:
         return (
-            f"the chapter recorded {len(records)} claims; at most {MAX_CLAIMS} (the family-wise band "
-            "assumes it): merge claims or split the chapter"
+            f"the chapter recorded {len(records)} claims; at most {MAX_CLAIMS} "
+            "(the family-wise band assumes it): merge claims or split the chapter"
         )
     if not any(r.get("kind") == "breaks" for r in records):
-        return "the chapter has no 'where the theory breaks' claim (claims.breaks); the chapter contract asks for one"
+        return (
+            "the chapter has no 'where the theory breaks' claim (claims.breaks); "
+            "the chapter contract asks for one"
+        )
     return ""
 
 
@@ -212,8 +222,11 @@ def run_chapter(
     progress: bool = True,
     verified_dir: Path | None = None,
 ) -> ChapterResult:
-    """Execute one chapter into `out` (see module docstring) and return its result. With `verified_dir`, a
-    full-profile run that reached its claims also writes its provenance file there (lmbook.provenance)."""
+    """Execute one chapter into `out` (see module docstring) and return its result.
+
+    With `verified_dir`, a full-profile run that reached its claims also writes its provenance file
+    there (lmbook.provenance).
+    """
     import jupytext
     import papermill as pm
 
@@ -385,13 +398,15 @@ def summary(results: list[ChapterResult]) -> str:
     lines = [f"{'chapter'.ljust(width)}  claims  status   wall"]
     for r in results:
         lines.append(
-            f"{r.id.ljust(width)}  {f'{r.claims_passed}/{r.claims_total}':>6}  {r.status:<7}  {r.wall_seconds:6.1f}s"
+            f"{r.id.ljust(width)}  {f'{r.claims_passed}/{r.claims_total}':>6}  "
+            f"{r.status:<7}  {r.wall_seconds:6.1f}s"
         )
     total = sum(r.wall_seconds for r in results)
     ok = sum(r.ok for r in results)
     lines.append(
         f"{ok}/{len(results)} chapters passed, "
-        f"{sum(r.claims_passed for r in results)}/{sum(r.claims_total for r in results)} claims, {total:.1f}s"
+        f"{sum(r.claims_passed for r in results)}/{sum(r.claims_total for r in results)} claims, "
+        f"{total:.1f}s"
     )
     for r in results:
         if not r.ok:

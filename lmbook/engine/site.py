@@ -41,13 +41,17 @@ def _sync(text_or_bytes, dest: Path) -> None:
 
 
 def ledger_markdown(run_dir: Path, chapters) -> str:
-    """The generated part of the claims ledger page: a count, then one table per part and chapter."""
+    """The generated part of the claims ledger page.
+
+    A count, then one table per part and chapter.
+    """
     records = load_records(run_dir) if Path(run_dir).is_dir() else []
     passed = sum(bool(r["passed"]) for r in records)
     profiles = sorted({r["profile"] for r in records})
     devices = sorted({r["device"] for r in records})
     lines = [
-        f"**{passed} of {len(records)} claims passed** across {len({r['chapter'] for r in records})} chapters "
+        f"**{passed} of {len(records)} claims passed** "
+        f"across {len({r['chapter'] for r in records})} chapters "
         f"(profile {', '.join(profiles) or '-'}; device {', '.join(devices) or '-'}).",
         "",
     ]
@@ -64,8 +68,9 @@ def ledger_markdown(run_dir: Path, chapters) -> str:
                 continue
             first = recs[0]
             lines += [
-                f"{sum(bool(r['passed']) for r in recs)}/{len(recs)} passed · profile `{first['profile']}` · "
-                f"device {first['device']} · seed {first['seed']} · torch {first['versions'].get('torch')}",
+                f"{sum(bool(r['passed']) for r in recs)}/{len(recs)} passed · "
+                f"profile `{first['profile']}` · device {first['device']} · seed {first['seed']} · "
+                f"torch {first['versions'].get('torch')}",
                 "",
                 markdown_table(recs, show_chapter=False),
                 "",
@@ -110,11 +115,16 @@ def _hardware() -> dict:
     return {"CPU": f"{cpu} ({os.cpu_count()} cores)", "GPU": gpu, "OS": platform.platform()}
 
 
-def status_markdown(run_dir: Path, chapters, verified: dict, executed: list[str],
-                    sweep_file: Path | None = None) -> str:
-    """The generated part of the status page: versions, hardware, per-chapter run times, full-scale records."""
+def status_markdown(
+    run_dir: Path, chapters, verified: dict, executed: list[str], sweep_file: Path | None = None
+) -> str:
+    """The generated part of the status page.
+
+    Versions, hardware, per-chapter run times, full-scale records.
+    """
     lines = [
-        f"Built {datetime.now(timezone.utc).isoformat(timespec='seconds')} from the run in `{run_dir.name}`.",
+        f"Built {datetime.now(timezone.utc).isoformat(timespec='seconds')} "
+        f"from the run in `{run_dir.name}`.",
         "",
         "| software | version |",
         "|---|---|",
@@ -141,7 +151,8 @@ def status_markdown(run_dir: Path, chapters, verified: dict, executed: list[str]
             continue
         total += r["wall_seconds"]
         lines.append(
-            f"| {{doc}}`{c.id} <../notebooks/{c.path.stem}>` | {ROMAN[c.part]} | {r['profile']} | {r['device']} | "
+            f"| {{doc}}`{c.id} <../notebooks/{c.path.stem}>` | {ROMAN[c.part]} | "
+            f"{r['profile']} | {r['device']} | "
             f"{r['claims_passed']}/{r['claims_total']} | {r['wall_seconds']:.1f} s | "
             f"{'executed' if c.id in executed else 'reused (unchanged code)'} |"
         )
@@ -152,7 +163,8 @@ def status_markdown(run_dir: Path, chapters, verified: dict, executed: list[str]
             "|---|---|---|---|---|---|",
         ]
         lines += [
-            f"| {e['chapter']} | {e['device']} | {e['date'][:10]} | {e['claims_passed']}/{e['claims_total']} | "
+            f"| {e['chapter']} | {e['device']} | {e['date'][:10]} | "
+            f"{e['claims_passed']}/{e['claims_total']} | "
             f"{e['wall_seconds']:.0f} s | {e.get('versions', {}).get('torch')} |"
             for e in verified.values()
         ]
@@ -162,7 +174,10 @@ def status_markdown(run_dir: Path, chapters, verified: dict, executed: list[str]
 
 
 def sweep_markdown(path: Path) -> str:
-    """The latest committed `lmbook sweep --record` report: seeds, date, and each claim's calibration."""
+    """The latest committed `lmbook sweep --record` report.
+
+    Seeds, date, and each claim's calibration.
+    """
     if not path.is_file():
         return "No calibration sweep is committed yet (`lmbook sweep --seeds 100-119 --record`)."
     report = json.loads(path.read_text())
@@ -170,7 +185,11 @@ def sweep_markdown(path: Path) -> str:
     lines = [
         f"The latest committed sweep ran seeds {seeds[0]}-{seeds[-1]} ({len(seeds)} seeds, profile "
         f"`{report['profile']}`) on {report['date'][:10]}: "
-        + ("every chapter and claim is calibrated." if report["ok"] else "**some claims are flagged**.")
+        + (
+            "every chapter and claim is calibrated."
+            if report["ok"]
+            else "**some claims are flagged**."
+        )
         + " The margin is miss/allowed (agrees) or allowed/miss (breaks); a claim passes below 1, "
         f"and a median above {report['median_limit']} marks it mis-specified.",
         "",
@@ -224,16 +243,20 @@ def chapter_tail(chapter, run_dir: Path, verified: dict) -> str:
             "",
             panel_markdown(verified.get(chapter.id)),
             "",
-            f"Download this chapter: {{download}}`executed notebook (.ipynb) <{chapter.path.stem}.ipynb>` · "
+            "Download this chapter: "
+            f"{{download}}`executed notebook (.ipynb) <{chapter.path.stem}.ipynb>` · "
             f"{{download}}`MyST source (.md) <sources/{chapter.path.stem}.md>`",
         ]
     )
 
 
 def merged_notebook(chapter, executed: Path, tail: str):
-    """The chapter's current text with the outputs of its execution, plus `tail` as a last markdown cell.
-    Code cells are taken, in order, from the executed notebook (the cache key guarantees the same code);
-    markdown cells from the source, so prose edits show without re-execution."""
+    """The chapter's current text with the outputs of its execution, plus `tail` as a last
+    markdown cell.
+
+    Code cells are taken, in order, from the executed notebook (the cache key guarantees the same
+    code); markdown cells from the source, so prose edits show without re-execution.
+    """
     import jupytext
     import nbformat
 

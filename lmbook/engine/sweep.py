@@ -1,5 +1,5 @@
-"""Calibration: run chapters over many seeds and report, per claim, the pass rate and the distribution
-of its margin ratio.
+"""Calibration: run chapters over many seeds and report, per claim, the pass rate and the
+distribution of its margin ratio.
 
 The margin ratio of a claim is miss/allowed for an "agrees" claim and allowed/miss for a "breaks"
 claim: below 1 the claim passes, and a claim whose median ratio is above MEDIAN_LIMIT usually sits
@@ -70,8 +70,10 @@ def sweep(
     jobs: int = 1,
     progress=print,
 ) -> dict:
-    """Run every chapter at every seed (one run folder per seed under `out`, reused when current) and
-    return the report."""
+    """Run every chapter at every seed and return the report.
+
+    One run folder per seed under `out`, reused when current.
+    """
     out = Path(out)
     per_chapter = {
         c.id: {"title": c.title, "seeds_passed": [], "seeds_failed": [], "wall_seconds": []}
@@ -177,7 +179,8 @@ def text_report(report: dict) -> str:
         )
     lines += [
         "",
-        "margin = miss/allowed (agrees) or allowed/miss (breaks); a claim passes below 1, and a median "
+        "margin = miss/allowed (agrees) or allowed/miss (breaks); a claim passes below 1, "
+        "and a median "
         f"above {MEDIAN_LIMIT} marks it mis-specified",
         "calibrated: " + ("yes" if report["ok"] else "NO"),
     ]
