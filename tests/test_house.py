@@ -7,7 +7,6 @@ import subprocess
 import sys
 
 import pytest
-import tomllib
 import yaml
 from conftest import ROOT
 
@@ -63,6 +62,7 @@ def _name(requirement: str) -> str:
 
 
 def test_environment_yml_matches_pyproject():
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     wanted = {_name(r) for r in project["dependencies"] + project["optional-dependencies"]["test"]}
     env = yaml.safe_load((ROOT / "environment.yml").read_text())["dependencies"]
