@@ -93,10 +93,10 @@ class Net:
         L, N = self.depth - 1, self.widths[-2]
         so = self.sigma_w if self.sigma_out is None else self.sigma_out
         out = {}
-        for l in range(L + 1):
-            n_in, sw = self.widths[l], (so if l == L else self.sigma_w)
+        for i in range(L + 1):
+            n_in, sw = self.widths[i], (so if i == L else self.sigma_w)
             if self.param == "sp":
-                out[f"W{l}"], out[f"b{l}"] = (
+                out[f"W{i}"], out[f"b{i}"] = (
                     (sw / math.sqrt(n_in), 1.0, 1.0),
                     (self.sigma_b, 1.0, 1.0),
                 )
@@ -104,11 +104,11 @@ class Net:
             mw, mb, r = sw / math.sqrt(n_in), self.sigma_b, 1.0
             if self.param in ("mean-field", "mup"):
                 r = float(N)
-                if l == L:
+                if i == L:
                     mw, mb = mw / math.sqrt(N), mb / math.sqrt(N)
-            out[f"W{l}"], out[f"b{l}"] = (1.0, mw, r), (1.0, mb, r)
+            out[f"W{i}"], out[f"b{i}"] = (1.0, mw, r), (1.0, mb, r)
             if self.param == "mup":
-                out[f"W{l}"], out[f"b{l}"] = (mw, 1.0, r * mw * mw), (mb, 1.0, r * mb * mb)
+                out[f"W{i}"], out[f"b{i}"] = (mw, 1.0, r * mw * mw), (mb, 1.0, r * mb * mb)
         return out if self.bias else {k: v for k, v in out.items() if k[0] == "W"}
 
     def lr_scales(self) -> dict:
@@ -126,11 +126,11 @@ def init(net: Net, networks: int, generator=None, dtype=torch.float64, device=No
     kw = dict(generator=generator, dtype=dtype, device=device)
     out = {}
     for name, (s, _, _) in net.scales().items():
-        l = int(name[1:])
+        i = int(name[1:])
         shape = (
-            (networks, net.widths[l + 1], net.widths[l])
+            (networks, net.widths[i + 1], net.widths[i])
             if name[0] == "W"
-            else (networks, net.widths[l + 1])
+            else (networks, net.widths[i + 1])
         )
         out[name] = s * torch.randn(shape, **kw)
     return out
@@ -141,13 +141,13 @@ def _forward(net: Net, params: dict, x: torch.Tensor):
     phi = ACTIVATIONS[net.activation][0]
     sc = net.scales()
     acts, pres = [x], []
-    for l in range(net.depth):
-        W = params[f"W{l}"]
-        z = sc[f"W{l}"][1] * torch.matmul(acts[-1], W.transpose(1, 2))
+    for i in range(net.depth):
+        W = params[f"W{i}"]
+        z = sc[f"W{i}"][1] * torch.matmul(acts[-1], W.transpose(1, 2))
         if net.bias:
-            z = z + sc[f"b{l}"][1] * params[f"b{l}"][:, None, :]
+            z = z + sc[f"b{i}"][1] * params[f"b{i}"][:, None, :]
         pres.append(z)
-        if l < net.depth - 1:
+        if i < net.depth - 1:
             acts.append(phi(z))
     return acts, pres
 
@@ -158,7 +158,7 @@ def apply(net: Net, params: dict, x: torch.Tensor) -> torch.Tensor:
 
 
 def preactivations(net: Net, params: dict, x: torch.Tensor) -> list:
-    """The hidden pre-activations [z_0, ..., z_{L-1}], each (S, P, n_{l+1})."""
+    """The hidden pre-activations [z_0, ..., z_{L-1}], each (S, P, n_{i+1})."""
     return _forward(net, params, x)[1][:-1]
 
 
@@ -175,26 +175,26 @@ def grads(net: Net, params: dict, x: torch.Tensor, g_out: torch.Tensor, cache=No
     acts, pres = _forward(net, params, x) if cache is None else cache
     sc = net.scales()
     out, g = {}, g_out
-    for l in range(net.depth - 1, -1, -1):
-        W = params[f"W{l}"]
-        out[f"W{l}"] = sc[f"W{l}"][1] * torch.matmul(g.transpose(1, 2), acts[l])
+    for i in range(net.depth - 1, -1, -1):
+        W = params[f"W{i}"]
+        out[f"W{i}"] = sc[f"W{i}"][1] * torch.matmul(g.transpose(1, 2), acts[i])
         if net.bias:
-            out[f"b{l}"] = sc[f"b{l}"][1] * g.sum(1)
-        if l > 0:
-            g = sc[f"W{l}"][1] * torch.matmul(g, W) * dphi(pres[l - 1])
+            out[f"b{i}"] = sc[f"b{i}"][1] * g.sum(1)
+        if i > 0:
+            g = sc[f"W{i}"][1] * torch.matmul(g, W) * dphi(pres[i - 1])
     return {k: out[k] for k in params}
 
 
 def _jacobians(net: Net, params: dict, x: torch.Tensor):
-    """(acts, [G_0, ..., G_L]) with G_l = df/dz_l, shape (S, P, k, n_{l+1})."""
+    """(acts, [G_0, ..., G_L]) with G_l = df/dz_l, shape (S, P, k, n_{i+1})."""
     dphi = ACTIVATIONS[net.activation][1]
     acts, pres = _forward(net, params, x)
     S, P, k = pres[-1].shape
     G = [torch.eye(k, dtype=pres[-1].dtype, device=pres[-1].device).expand(S, P, k, k)]
-    for l in range(net.depth - 1, 0, -1):
-        m = net.scales()[f"W{l}"][1]
+    for i in range(net.depth - 1, 0, -1):
+        m = net.scales()[f"W{i}"][1]
         G.insert(
-            0, m * torch.matmul(G[0], params[f"W{l}"][:, None]) * dphi(pres[l - 1])[:, :, None, :]
+            0, m * torch.matmul(G[0], params[f"W{i}"][:, None]) * dphi(pres[i - 1])[:, :, None, :]
         )
     return acts, G
 
@@ -209,16 +209,16 @@ def ntk(
     a1, g1 = _jacobians(net, params, x1)
     a2, g2 = (a1, g1) if x2 is None else _jacobians(net, params, x2)
     total = 0
-    for l in range(net.depth):
-        inputs = sc[f"W{l}"][1] ** 2 * torch.matmul(a1[l], a2[l].transpose(-1, -2))
+    for i in range(net.depth):
+        inputs = sc[f"W{i}"][1] ** 2 * torch.matmul(a1[i], a2[i].transpose(-1, -2))
         if net.bias:
-            inputs = inputs + sc[f"b{l}"][1] ** 2
+            inputs = inputs + sc[f"b{i}"][1] ** 2
         if inputs.ndim == 2:
-            inputs = inputs.expand(g1[l].shape[0], -1, -1)
+            inputs = inputs.expand(g1[i].shape[0], -1, -1)
         if full:
-            total = total + torch.einsum("spki,sqji->spqkj", g1[l], g2[l]) * inputs[..., None, None]
+            total = total + torch.einsum("spki,sqji->spqkj", g1[i], g2[i]) * inputs[..., None, None]
         else:
-            total = total + torch.einsum("spki,sqki->spq", g1[l], g2[l]) * inputs
+            total = total + torch.einsum("spki,sqki->spq", g1[i], g2[i]) * inputs
     return total
 
 
@@ -304,19 +304,19 @@ def modules(net: Net, params: dict) -> list:
     out = []
     for s in range(like.shape[0]):
         layers = []
-        for l in range(net.depth):
+        for i in range(net.depth):
             lin = torch.nn.Linear(
-                net.widths[l],
-                net.widths[l + 1],
+                net.widths[i],
+                net.widths[i + 1],
                 bias=net.bias,
                 dtype=like.dtype,
                 device=like.device,
             )
             with torch.no_grad():
-                lin.weight.copy_(sc[f"W{l}"][1] * params[f"W{l}"][s])
+                lin.weight.copy_(sc[f"W{i}"][1] * params[f"W{i}"][s])
                 if net.bias:
-                    lin.bias.copy_(sc[f"b{l}"][1] * params[f"b{l}"][s])
-            layers += [lin] + ([_MODULES[net.activation]()] if l < net.depth - 1 else [])
+                    lin.bias.copy_(sc[f"b{i}"][1] * params[f"b{i}"][s])
+            layers += [lin] + ([_MODULES[net.activation]()] if i < net.depth - 1 else [])
         out.append(torch.nn.Sequential(*layers))
     return out
 
@@ -328,8 +328,8 @@ def from_modules(net: Net, mods) -> dict:
     linears = [[m for m in seq if isinstance(m, torch.nn.Linear)] for seq in mods]
     out = {}
     with torch.no_grad():
-        for l in range(net.depth):
-            out[f"W{l}"] = torch.stack([ls[l].weight for ls in linears]) / sc[f"W{l}"][1]
+        for i in range(net.depth):
+            out[f"W{i}"] = torch.stack([ls[i].weight for ls in linears]) / sc[f"W{i}"][1]
             if net.bias:
-                out[f"b{l}"] = torch.stack([ls[l].bias for ls in linears]) / sc[f"b{l}"][1]
+                out[f"b{i}"] = torch.stack([ls[i].bias for ls in linears]) / sc[f"b{i}"][1]
     return {k: v.detach().clone() for k, v in out.items()}

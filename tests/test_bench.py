@@ -7,8 +7,8 @@ import sys
 
 import pytest
 import torch
-
 from conftest import ROOT
+
 from lmbook.bench import _data, _lrs, _models, ensemble_bench, train_loop, train_mlp, train_vmap
 from lmbook.engine.cli import main
 from lmbook.errors import UsageError
