@@ -1,11 +1,12 @@
-"""Deep linear networks y = W_N ... W_2 W_1 x trained by full-batch gradient descent on the population loss.
+"""Deep linear networks y = W_N ... W_2 W_1 x trained by full-batch gradient descent on the
+population loss.
 
 Conventions
-- Whitened inputs (Sigma_xx = I), so the loss is L = 1/2 E||y - W x||^2 = 1/2 ||Sigma_yx - W||_F^2 + const,
-  with W = W_N ... W_1 the end-to-end map.
+- Whitened inputs (Sigma_xx = I), so the loss is L = 1/2 E||y - W x||^2 = 1/2 ||Sigma_yx - W||_F^2
+  + const, with W = W_N ... W_1 the end-to-end map.
 - The task is Sigma_yx = U diag(s) V^T with random orthonormal columns U, V (dim x r).
-- An ensemble of n networks is a list of batched weights [W_1 (n, hidden, dim), W_2 (n, hidden, hidden), ...,
-  W_N (n, dim, hidden)], first layer first.
+- An ensemble of n networks is a list of batched weights [W_1 (n, hidden, dim),
+  W_2 (n, hidden, hidden), ..., W_N (n, dim, hidden)], first layer first.
 - Gradient descent with step `lr`; time in units of tau = 1/lr, i.e. t = step * lr.
 - The strength of mode alpha is u_alpha = u_alpha^T W v_alpha.
 """
@@ -20,7 +21,8 @@ def singular_task(dim: int, strengths, generator: torch.Generator, dtype=torch.f
     """(Sigma_yx, U, V): a dim x dim input-output covariance with the given singular values."""
     s = torch.as_tensor(strengths, dtype=dtype)
     if s.ndim != 1 or len(s) > dim or (s <= 0).any():
-        raise ValueError(f"strengths must be 1 to {dim} positive numbers, got {list(map(float, s))}")
+        got = list(map(float, s))
+        raise ValueError(f"strengths must be 1 to {dim} positive numbers, got {got}")
     U, _ = torch.linalg.qr(torch.randn(dim, dim, generator=generator, dtype=dtype))
     V, _ = torch.linalg.qr(torch.randn(dim, dim, generator=generator, dtype=dtype))
     r = len(s)
@@ -28,13 +30,15 @@ def singular_task(dim: int, strengths, generator: torch.Generator, dtype=torch.f
 
 
 def init_std_for_u0(u0: float, hidden: int) -> float:
-    """For two layers: the i.i.d. Gaussian entry std that makes the expected effective initial strength
-    |W1 v + W2^T u|^2 / 4 equal u0 (its mean is 2 * hidden * std^2 / 4)."""
+    """For two layers: the i.i.d. Gaussian entry std that makes the expected effective initial
+    strength |W1 v + W2^T u|^2 / 4 equal u0 (its mean is 2 * hidden * std^2 / 4)."""
     return math.sqrt(2 * u0 / hidden)
 
 
-def init_network(n: int, dim: int, hidden: int, depth: int, std, generator: torch.Generator, dtype=torch.float64):
-    """`depth` weight tensors with i.i.d. N(0, std^2) entries; `std` a float or one value per network."""
+def init_network(n: int, dim: int, hidden: int, depth: int, std, generator: torch.Generator,
+                 dtype=torch.float64):
+    """`depth` weight tensors with i.i.d. N(0, std^2) entries; `std` a float or one value per
+    network."""
     if depth < 2:
         raise ValueError(f"depth must be at least 2, got {depth}")
     std = torch.as_tensor(std, dtype=dtype).reshape(-1, 1, 1).expand(n, 1, 1)
@@ -43,12 +47,23 @@ def init_network(n: int, dim: int, hidden: int, depth: int, std, generator: torc
 
 
 def effective_u0(weights, U, V):
-    """Two layers only: |W1 v_a + W2^T u_a|^2 / 4 per network and mode, shape (n, r), the initial condition of
-    the logistic mode dynamics that a small random initialisation reduces to (chapter 1 derives it)."""
+    """Two layers only: |W1 v_a + W2^T u_a|^2 / 4 per network and mode, shape (n, r), the initial
+    condition of the logistic mode dynamics that a small random initialisation reduces to
+    (chapter 1 derives it)."""
     if len(weights) != 2:
         raise ValueError("effective_u0 is derived for two-layer networks")
     W1, W2 = weights
     return ((W1 @ V + W2.transpose(1, 2) @ U) ** 2).sum(1) / 4
+
+
+def balanced_and_difference(weights, U, V):
+    """Two layers only: P = |W1 v_a + W2^T u_a|^2 and M = |W1 v_a - W2^T u_a|^2 per network and
+    mode, shape (n, r) each. Gradient flow of an isolated mode conserves P * M, and
+    u_a = (P - M) / 4."""
+    if len(weights) != 2:
+        raise ValueError("P and M are defined for two-layer networks")
+    a, b = weights[0] @ V, weights[1].transpose(1, 2) @ U
+    return ((a + b) ** 2).sum(1), ((a - b) ** 2).sum(1)
 
 
 def end_to_end(weights):
@@ -69,8 +84,9 @@ def mode_strengths(weights, U, V):
 
 
 def population_grads(weights, Syx):
-    """Gradients of 1/2 ||Sigma_yx - W_N...W_1||_F^2 with respect to each weight (batched), and the end-to-end map.
-    Layer j's gradient is -(W_N...W_{j+1})^T (Sigma_yx - W) (W_{j-1}...W_1)^T."""
+    """Gradients of 1/2 ||Sigma_yx - W_N...W_1||_F^2 with respect to each weight (batched), and
+    the end-to-end map. Layer j's gradient is
+    -(W_N...W_{j+1})^T (Sigma_yx - W) (W_{j-1}...W_1)^T."""
     below, acc = [], None                        # below[j] = W_{j-1} ... W_1
     for w in weights:
         below.append(acc)
@@ -91,10 +107,11 @@ def population_grads(weights, Syx):
 
 
 def train(weights, Syx, U, V, lr: float, steps: int):
-    """Run `steps` of gradient descent; return the mode strengths after every step, shape (steps+1, n, r),
-    and the final weights."""
+    """Run `steps` of gradient descent; return the mode strengths after every step, shape
+    (steps+1, n, r), and the final weights."""
     weights = [w.clone() for w in weights]
-    traj = torch.empty(steps + 1, weights[0].shape[0], U.shape[1], dtype=weights[0].dtype, device=weights[0].device)
+    traj = torch.empty(steps + 1, weights[0].shape[0], U.shape[1], dtype=weights[0].dtype,
+                       device=weights[0].device)
     for k in range(steps + 1):
         grads, W = population_grads(weights, Syx)
         traj[k] = project(W, U, V)
@@ -102,3 +119,41 @@ def train(weights, Syx, U, V, lr: float, steps: int):
             for w, g in zip(weights, grads):
                 w.sub_(g, alpha=lr)
     return traj, weights
+
+
+def gram_flow(weights, Syx, U, V, times, rtol: float = 1e-10):
+    """Exact gradient flow (tau = 1) of two-layer networks with whitened inputs, through the Gram
+    matrix G = Q Q^T of Q = [W1^T; W2] (2 dim x hidden): tau dG/dt = F G + G F with
+    F = [[0, E^T], [E, 0]], E = Sigma_yx - W2 W1, a closed equation of size (2 dim)^2 whatever the
+    width. Returns the mode strengths u_a(t) at `times`, shape (len(times), n, r), as a float64
+    CPU tensor."""
+    import numpy as np
+    from scipy.integrate import solve_ivp
+
+    if len(weights) != 2:
+        raise ValueError("the Gram-matrix flow is exact for two-layer networks")
+    W1, W2 = (w.detach().to("cpu", torch.float64) for w in weights)
+    Q = torch.cat([W1.transpose(1, 2), W2], dim=1)
+    G0 = (Q @ Q.transpose(1, 2)).numpy()
+    n, d2 = G0.shape[0], G0.shape[1]
+    d = d2 // 2
+    S = Syx.detach().to("cpu", torch.float64).numpy()
+
+    def rhs(_, g):
+        G = g.reshape(n, d2, d2)
+        E = S - G[:, d:, :d]
+        F = np.zeros_like(G)
+        F[:, :d, d:], F[:, d:, :d] = E.transpose(0, 2, 1), E
+        FG = F @ G
+        return (FG + FG.transpose(0, 2, 1)).reshape(-1)
+
+    times = np.asarray(times, dtype=float)
+    sol = solve_ivp(rhs, (0.0, float(times[-1])), G0.reshape(-1), method="DOP853",
+                    dense_output=True, rtol=rtol, atol=1e-14)
+    if not sol.success:
+        raise RuntimeError(f"Gram-matrix flow failed: {sol.message}")
+    out = []
+    for chunk in np.array_split(times, max(1, len(times) // 256)):
+        G = torch.as_tensor(sol.sol(chunk).T.reshape(len(chunk), n, d2, d2))
+        out.append(project(G[:, :, d:, :d], U.cpu().to(G.dtype), V.cpu().to(G.dtype)))
+    return torch.cat(out)

@@ -5,7 +5,8 @@ import sympy as sp
 import torch
 
 from lmbook import deep_linear as dl
-from lmbook.measure import crossing_times, loglog_slope, mean_and_se
+from lmbook.measure import crossing_times, loglog_slope
+from lmbook.stats import mean_and_se
 from lmbook.symbolic import loglog_derivative, pick_root
 
 F64 = torch.float64
@@ -28,7 +29,8 @@ def test_task_has_the_requested_singular_values(setup):
 @pytest.mark.parametrize("depth", [2, 3, 4])
 def test_population_grads_match_autograd(setup, depth):
     Syx = setup[0]
-    weights = [w.requires_grad_() for w in dl.init_network(3, 6, 5, depth, 0.4, torch.Generator().manual_seed(1))]
+    init = dl.init_network(3, 6, 5, depth, 0.4, torch.Generator().manual_seed(1))
+    weights = [w.requires_grad_() for w in init]
     loss = 0.5 * ((Syx - dl.end_to_end(weights)) ** 2).sum()
     auto = torch.autograd.grad(loss, weights)
     mine, W = dl.population_grads([w.detach() for w in weights], Syx)
@@ -52,12 +54,35 @@ def test_train_is_plain_gradient_descent(setup, depth):
 def test_init_shapes_and_effective_u0(setup):
     _, U, V, (W1, W2) = setup
     a, b = W1[1] @ V[:, 2], W2[1].T @ U[:, 2]
-    assert math.isclose(dl.effective_u0([W1, W2], U, V)[1, 2].item(), ((a + b) ** 2).sum().item() / 4)
+    u0 = dl.effective_u0([W1, W2], U, V)[1, 2].item()
+    assert math.isclose(u0, ((a + b) ** 2).sum().item() / 4)
     assert math.isclose(dl.init_std_for_u0(1e-4, 256) ** 2 * 256 / 2, 1e-4)
     shapes = [tuple(w.shape) for w in dl.init_network(2, 6, 10, 4, [0.1, 1.0], torch.Generator())]
     assert shapes == [(2, 10, 6), (2, 10, 10), (2, 10, 10), (2, 6, 10)]
     with pytest.raises(ValueError):
         dl.effective_u0(dl.init_network(2, 6, 10, 3, 0.1, torch.Generator()), U, V)
+
+
+def test_balanced_and_difference(setup):
+    _, U, V, weights = setup
+    P, M = dl.balanced_and_difference(weights, U, V)
+    assert torch.allclose((P - M) / 4, dl.mode_strengths(weights, U, V), atol=1e-12)
+    assert torch.allclose(P / 4, dl.effective_u0(weights, U, V))
+    with pytest.raises(ValueError):
+        dl.balanced_and_difference(dl.init_network(2, 6, 10, 3, 0.1, torch.Generator()), U, V)
+
+
+def test_gram_flow_is_the_limit_of_gradient_descent(setup):
+    """Gradient descent approaches the Gram-matrix flow at rate eta (Euler is first order)."""
+    Syx, U, V, weights = setup
+    t_end = 1.0
+    flow = dl.gram_flow(weights, Syx, U, V, [0.0, t_end])
+    assert torch.allclose(flow[0], dl.mode_strengths(weights, U, V), atol=1e-12)
+    errors = []
+    for lr in (2e-3, 1e-3):
+        traj, _ = dl.train(weights, Syx, U, V, lr, int(round(t_end / lr)))
+        errors.append((traj[-1] - flow[-1]).abs().max().item())
+    assert errors[1] < 1e-2 and 1.8 < errors[0] / errors[1] < 2.2
 
 
 def test_crossing_times_on_a_known_curve():
