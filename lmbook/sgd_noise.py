@@ -1,22 +1,26 @@
-"""Online minibatch SGD on Gaussian linear regression: the exact second-moment theory as numbers, and many
-SGD chains simulated at once.
+"""Online minibatch SGD on Gaussian linear regression: the exact second-moment theory as numbers,
+and many SGD chains simulated at once.
 
 Conventions
-- Coordinates are the eigenbasis of the input covariance: x ~ N(0, diag(lam)), y = w_star . x + eps with
-  eps ~ N(0, sigma^2). The loss of one sample is (1/2)(y - w.x)^2; one SGD step draws B fresh samples
-  and moves w against the batch-averaged gradient: w <- w + (eta/B) sum_b x_b (y_b - w.x_b).
+- Coordinates are the eigenbasis of the input covariance: x ~ N(0, diag(lam)), y = w_star . x + eps
+  with eps ~ N(0, sigma^2). The loss of one sample is (1/2)(y - w.x)^2; one SGD step draws B fresh
+  samples and moves w against the batch-averaged gradient: w <- w + (eta/B) sum_b x_b (y_b - w.x_b).
 - e = w - w_star is the error. The excess risk r = L(w) - sigma^2/2 = (1/2) sum_k lam_k e_k^2 is
-  computed exactly from w (a population quantity: no test set, no sampling noise). Time counts steps.
-- Theory: s_k = E[e_k^2] obeys s' = M s + c exactly. `MomentRecursion` takes the entries as callables,
-  which the chapter lambdifies from its SymPy derivation: diag(eta, B, lam_i) = M_ii,
-  cross(eta, B, lam_i, lam_j) = M_ij (i != j), const(eta, B, sigma, lam_i) = c_i. Stationary quantities
-  are +inf where the spectral radius of M is >= 1 (mean-square unstable).
+  computed exactly from w (a population quantity: no test set, no sampling noise). Time counts
+  steps.
+- Theory: s_k = E[e_k^2] obeys s' = M s + c exactly. `MomentRecursion` takes the entries as
+  callables, which the chapter lambdifies from its SymPy derivation: diag(eta, B, lam_i) = M_ii,
+  cross(eta, B, lam_i, lam_j) = M_ij (i != j), const(eta, B, sigma, lam_i) = c_i. Stationary
+  quantities are +inf where the spectral radius of M is >= 1 (mean-square unstable).
 - Simulation: float64 state and float64 draws, on the device of `lam`; random numbers come from a
-  torch.Generator on that device (`lmbook.device_generator` derives one from the chapter's CPU generator).
-  Chains of one batch size B run as one tensor (configs x chains x d); different B run one after another.
+  torch.Generator on that device (`lmbook.device_generator` derives one from the chapter's CPU
+  generator). Chains of one batch size B run as one tensor (configs x chains x d); different B run
+  one after another.
 """
+
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 from typing import Callable, Sequence
@@ -27,16 +31,16 @@ import scipy.stats
 import sympy as sp
 import torch
 
-
 F64 = torch.float64
 
 
-# ---------------------------------------------------------------- symbolic: Gaussian moments (Isserlis)
+# ---------------------------------------------------- symbolic: Gaussian moments (Isserlis)
+
 
 def gaussian_expectation(expr, xs, variances):
     """E[expr] for independent centred Gaussians xs[k] ~ N(0, variances[k]), expr a polynomial in xs
-    (other symbols are constants): each monomial prod_k x_k^{n_k} becomes prod_k (n_k - 1)!! v_k^{n_k/2},
-    or 0 if some n_k is odd. This is Isserlis' theorem for a diagonal covariance."""
+    (other symbols are constants): each monomial prod_k x_k^{n_k} becomes prod_k (n_k - 1)!!
+    v_k^{n_k/2}, or 0 if some n_k is odd. This is Isserlis' theorem for a diagonal covariance."""
     xs = list(xs)
     poly = sp.Poly(sp.expand(expr), *xs)
     total = sp.Integer(0)
@@ -50,7 +54,8 @@ def gaussian_expectation(expr, xs, variances):
     return sp.expand(total)
 
 
-# ---------------------------------------------------------------- numeric theory: the moment recursion
+# ---------------------------------------------------- numeric theory: the moment recursion
+
 
 def power_law_spectrum(d: int, exponent: float) -> np.ndarray:
     """Eigenvalues lam_k = k^(-exponent), k = 1..d."""
@@ -67,7 +72,10 @@ class MomentRecursion:
 
     def matrix(self, eta, B, lam) -> np.ndarray:
         lam = np.asarray(lam, dtype=float)
-        M = np.array(np.broadcast_to(self.cross(eta, B, lam[:, None], lam[None, :]), (lam.size, lam.size)), dtype=float)
+        M = np.array(
+            np.broadcast_to(self.cross(eta, B, lam[:, None], lam[None, :]), (lam.size, lam.size)),
+            dtype=float,
+        )
         np.fill_diagonal(M, np.broadcast_to(self.diag(eta, B, lam), lam.shape))
         return M
 
@@ -76,8 +84,8 @@ class MomentRecursion:
         return np.array(np.broadcast_to(self.const(eta, B, sigma, lam), lam.shape), dtype=float)
 
     def perron(self, eta, B, lam):
-        """(rho, v): the Perron root of M (M >= 0, so it is real and equals the spectral radius) and its
-        right eigenvector, non-negative and normalised to sum 1."""
+        """(rho, v): the Perron root of M (M >= 0, so it is real and equals the spectral radius) and
+        its right eigenvector, non-negative and normalised to sum 1."""
         vals, vecs = np.linalg.eig(self.matrix(eta, B, lam))
         k = int(np.argmax(vals.real))
         v = np.abs(vecs[:, k].real)
@@ -91,7 +99,9 @@ class MomentRecursion:
         lam = np.asarray(lam, dtype=float)
         if self.spectral_radius(eta, B, lam) >= 1:
             return np.full(lam.shape, np.inf)
-        return np.linalg.solve(np.eye(lam.size) - self.matrix(eta, B, lam), self.constant(eta, B, sigma, lam))
+        return np.linalg.solve(
+            np.eye(lam.size) - self.matrix(eta, B, lam), self.constant(eta, B, sigma, lam)
+        )
 
     def stationary_risk(self, eta, B, sigma, lam) -> float:
         lam = np.asarray(lam, dtype=float)
@@ -109,11 +119,28 @@ class MomentRecursion:
             out[t] = 0.5 * lam @ s
         return out
 
-    def eta_max(self, B, lam, grid: int = 100) -> float:
-        """The smallest eta > 0 at which the spectral radius of M reaches 1, searched on (0, 2/max(lam)]
-        (at 2/max(lam) even full-batch gradient descent is marginal) and refined with Brent's method."""
+    def window_mean(self, eta, B, sigma, lam, burn: int, steps: int, s0=None) -> float:
+        """The mean of E[r_t] over t = burn+1 .. burn+steps from s_0 = s0 (default 0: chains started
+        at w_star), in closed form. With M = V diag(rho) V^-1, s_t = s* + V diag(rho^t) V^-1 (s_0 -
+        s*), so the window sums the geometric series rho^(burn+1) (1 - rho^steps) / (1 - rho) mode
+        by mode; the transient decays like rho_max^t, rho_max the Perron root of M. +inf where s*
+        does not exist."""
         lam = np.asarray(lam, dtype=float)
-        f = lambda eta: self.spectral_radius(eta, B, lam) - 1.0   # noqa: E731
+        s_star = self.stationary(eta, B, sigma, lam)
+        if not np.isfinite(s_star).all():
+            return math.inf
+        rho, V = np.linalg.eig(self.matrix(eta, B, lam))
+        start = np.zeros(lam.size) if s0 is None else np.asarray(s0, dtype=float)
+        coef = np.linalg.solve(V, start - s_star)
+        geometric = rho ** (burn + 1) * (1 - rho**steps) / (1 - rho) / steps
+        return float(0.5 * lam @ (s_star + (V @ (geometric * coef)).real))
+
+    def eta_max(self, B, lam, grid: int = 100) -> float:
+        """The smallest eta > 0 at which the spectral radius of M reaches 1, searched on (0,
+        2/max(lam)] (at 2/max(lam) even full-batch gradient descent is marginal) and refined with
+        Brent's method."""
+        lam = np.asarray(lam, dtype=float)
+        f = lambda eta: self.spectral_radius(eta, B, lam) - 1.0
         etas = np.linspace(0, 2.0 / lam.max(), grid + 1)[1:]
         vals = np.array([f(e) for e in etas])
         up = np.flatnonzero(vals >= 0)
@@ -127,6 +154,24 @@ class MomentRecursion:
 
 # ---------------------------------------------------------------- simulation
 
+
+@contextlib.contextmanager
+def _one_thread_on_cpu(device):
+    """Run tiny per-step tensor ops on one CPU thread: splitting a (configs x chains x B x d) tensor
+    of a few 10^5 elements across threads costs more in synchronisation than it saves, and on a
+    loaded machine several times more. No effect on other devices; the thread count is restored
+    after."""
+    if torch.device(device).type != "cpu":
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def excess_risk(w: torch.Tensor, w_star: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
     """(1/2) sum_k lam_k (w - w_star)_k^2 over the last axis."""
     e = w - w_star
@@ -134,7 +179,8 @@ def excess_risk(w: torch.Tensor, w_star: torch.Tensor, lam: torch.Tensor) -> tor
 
 
 def draw_batch(shape, B: int, lam: torch.Tensor, w_star: torch.Tensor, sigma: float, generator):
-    """B fresh samples for every chain of `shape`: x (*shape, B, d) ~ N(0, diag(lam)), y = x.w_star + eps."""
+    """B fresh samples for every chain of `shape`: x (*shape, B, d) ~ N(0, diag(lam)), y = x.w_star
+    + eps."""
     z = torch.randn(*shape, B, lam.numel() + 1, generator=generator, dtype=F64, device=lam.device)
     x = z[..., :-1] * lam.sqrt()
     y = x @ w_star + sigma * z[..., -1]
@@ -142,8 +188,8 @@ def draw_batch(shape, B: int, lam: torch.Tensor, w_star: torch.Tensor, sigma: fl
 
 
 def sgd_update(w: torch.Tensor, x: torch.Tensor, y: torch.Tensor, eta) -> torch.Tensor:
-    """w - eta * grad of (1/B) sum_b (1/2)(y_b - w.x_b)^2, for w (..., d), x (..., B, d), y (..., B);
-    eta is a number or broadcasts against w (e.g. shape (n, 1, 1) for n configs)."""
+    """w - eta * grad of (1/B) sum_b (1/2)(y_b - w.x_b)^2, for w (..., d), x (..., B, d), y (...,
+    B); eta is a number or broadcasts against w (e.g. shape (n, 1, 1) for n configs)."""
     resid = y - (x @ w.unsqueeze(-1)).squeeze(-1)
     return w + eta / x.shape[-2] * (resid.unsqueeze(-2) @ x).squeeze(-2)
 
@@ -170,31 +216,48 @@ class StationaryRuns:
         return self.chain_means[self.configs.index((eta, B))]
 
 
-def stationary_runs(configs: Sequence, lam: torch.Tensor, sigma: float, w_star: torch.Tensor, chains: int,
-                    burn: int, steps: int, generator: torch.Generator) -> StationaryRuns:
-    """Run `chains` independent online-SGD chains for every (eta, B) in `configs`, all started at w_star;
-    discard `burn` steps and average the excess risk over the next `steps` (after each update)."""
+def stationary_runs(
+    configs: Sequence,
+    lam: torch.Tensor,
+    sigma: float,
+    w_star: torch.Tensor,
+    chains: int,
+    burn: int,
+    steps: int,
+    generator: torch.Generator,
+) -> StationaryRuns:
+    """Run `chains` independent online-SGD chains for every (eta, B) in `configs`, all started at
+    w_star; discard `burn` steps and average the excess risk over the next `steps` (after each
+    update)."""
     configs = [(float(eta), int(B)) for eta, B in configs]
     out = torch.empty(len(configs), chains, dtype=F64, device=lam.device)
-    for B in sorted({B for _, B in configs}):
-        idx = [i for i, (_, b) in enumerate(configs) if b == B]
-        eta = torch.tensor([configs[i][0] for i in idx], dtype=F64, device=lam.device).reshape(-1, 1, 1)
-        w = w_star.expand(len(idx), chains, -1).clone()
-        acc = torch.zeros(len(idx), chains, dtype=F64, device=lam.device)
-        for t in range(burn + steps):
-            x, y = draw_batch((len(idx), chains), B, lam, w_star, sigma, generator)
-            w = sgd_update(w, x, y, eta)
-            if t >= burn:
-                acc += excess_risk(w, w_star, lam)
-        out[idx] = acc / steps
+    with _one_thread_on_cpu(lam.device):
+        for B in sorted({B for _, B in configs}):
+            _run_batch_size(configs, B, lam, sigma, w_star, chains, burn, steps, generator, out)
     return StationaryRuns(configs, out, burn, steps)
 
 
-def one_step_growth(etas, B: int, lam: torch.Tensor, e0: torch.Tensor, chains: int,
-                    generator: torch.Generator) -> torch.Tensor:
-    """r_1 / r_0 of every chain after one SGD step on noise-free labels (sigma = 0) from w = w_star + e0[i]
-    at step etas[i]: shape (len(etas), chains). Its mean is the mean-square growth of the loss in one step.
-    Every (step size, chain) draws its own minibatch."""
+def _run_batch_size(configs, B, lam, sigma, w_star, chains, burn, steps, generator, out):
+    """The chains of every config with batch size B, as one tensor; their time averages go into
+    out."""
+    idx = [i for i, (_, b) in enumerate(configs) if b == B]
+    eta = torch.tensor([configs[i][0] for i in idx], dtype=F64, device=lam.device).reshape(-1, 1, 1)
+    w = w_star.expand(len(idx), chains, -1).clone()
+    acc = torch.zeros(len(idx), chains, dtype=F64, device=lam.device)
+    for t in range(burn + steps):
+        x, y = draw_batch((len(idx), chains), B, lam, w_star, sigma, generator)
+        w = sgd_update(w, x, y, eta)
+        if t >= burn:
+            acc += excess_risk(w, w_star, lam)
+    out[idx] = acc / steps
+
+
+def one_step_growth(
+    etas, B: int, lam: torch.Tensor, e0: torch.Tensor, chains: int, generator: torch.Generator
+) -> torch.Tensor:
+    """r_1 / r_0 of every chain after one SGD step on noise-free labels (sigma = 0) from w = w_star
+    + e0[i] at step etas[i]: shape (len(etas), chains). Its mean is the mean-square growth of the
+    loss in one step. Every (step size, chain) draws its own minibatch."""
     w_star = torch.zeros(lam.numel(), dtype=F64, device=lam.device)
     eta = torch.as_tensor(etas, dtype=F64, device=lam.device).reshape(-1, 1, 1)
     w0 = e0.to(lam.device, F64)[:, None, :].expand(-1, chains, -1)
@@ -202,23 +265,26 @@ def one_step_growth(etas, B: int, lam: torch.Tensor, e0: torch.Tensor, chains: i
     return excess_risk(sgd_update(w0, x, y, eta), w_star, lam) / excess_risk(w0, w_star, lam)
 
 
-def lyapunov_exponents(etas, B: int, lam: torch.Tensor, chains: int, steps: int, burn: int,
-                       generator: torch.Generator) -> torch.Tensor:
-    """The top Lyapunov exponent of SGD's error, per chain: (1/steps) sum_t ln(|e_{t+1}| / |e_t|) with
-    |e| = sqrt(2 r), on noise-free labels (label noise adds a constant, not a multiplicative factor),
-    renormalising |e| to 1 after each step; random start, `burn` steps discarded. Shape (len(etas), chains).
-    Negative: a single run contracts (with label noise it stays finite); positive: it diverges.
-    Common random numbers: chain c uses the same start and the same minibatches at every step size."""
+def lyapunov_exponents(
+    etas, B: int, lam: torch.Tensor, chains: int, steps: int, burn: int, generator: torch.Generator
+) -> torch.Tensor:
+    """The top Lyapunov exponent of SGD's error, per chain: (1/steps) sum_t ln(|e_{t+1}| / |e_t|)
+    with |e| = sqrt(2 r), on noise-free labels (label noise adds a constant, not a multiplicative
+    factor), renormalising |e| to 1 after each step; random start, `burn` steps discarded. Shape
+    (len(etas), chains). Negative: a single run contracts (with label noise it stays finite);
+    positive: it diverges. Common random numbers: chain c uses the same start and the same
+    minibatches at every step size."""
     w_star = torch.zeros(lam.numel(), dtype=F64, device=lam.device)
     eta = torch.as_tensor(etas, dtype=F64, device=lam.device).reshape(-1, 1, 1)
     w = torch.randn(1, chains, lam.numel(), generator=generator, dtype=F64, device=lam.device)
     w = (w / excess_risk(w, w_star, lam).mul(2).sqrt().unsqueeze(-1)).expand(eta.shape[0], -1, -1)
     acc = torch.zeros(eta.shape[0], chains, dtype=F64, device=lam.device)
-    for t in range(burn + steps):
-        x, y = draw_batch((1, chains), B, lam, w_star, 0.0, generator)
-        w = sgd_update(w, x, y, eta)
-        norm = excess_risk(w, w_star, lam).mul(2).sqrt()
-        if t >= burn:
-            acc += norm.log()
-        w = w / norm.unsqueeze(-1)
+    with _one_thread_on_cpu(lam.device):
+        for t in range(burn + steps):
+            x, y = draw_batch((1, chains), B, lam, w_star, 0.0, generator)
+            w = sgd_update(w, x, y, eta)
+            norm = excess_risk(w, w_star, lam).mul(2).sqrt()
+            if t >= burn:
+                acc += norm.log()
+            w = w / norm.unsqueeze(-1)
     return acc / steps

@@ -15,19 +15,19 @@ F64 = torch.float64
 # The recursion in closed form (typed here as the exact answer the library must reproduce):
 # s_i' = (1 - eta l_i)^2 s_i + (eta^2/B)(l_i^2 s_i + l_i sum_j l_j s_j + sigma^2 l_i).
 EXACT = sn.MomentRecursion(
-    diag=lambda eta, B, l: (1 - eta * l) ** 2 + 2 * eta ** 2 * l ** 2 / B,
-    cross=lambda eta, B, li, lj: eta ** 2 * li * lj / B,
-    const=lambda eta, B, sigma, l: eta ** 2 * sigma ** 2 * l / B,
+    diag=lambda eta, B, lm: (1 - eta * lm) ** 2 + 2 * eta**2 * lm**2 / B,
+    cross=lambda eta, B, li, lj: eta**2 * li * lj / B,
+    const=lambda eta, B, sigma, lm: eta**2 * sigma**2 * lm / B,
 )
 
 
 def test_gaussian_expectation_moments_and_isserlis():
     x, y = sp.symbols("x y")
     u, v = sp.symbols("u v", positive=True)
-    assert sn.gaussian_expectation(x ** 4, [x], [v]) == 3 * v ** 2
-    assert sn.gaussian_expectation(x ** 6, [x], [v]) == 15 * v ** 3
-    assert sn.gaussian_expectation(x ** 2 * y ** 2 + x * y + x ** 3, [x, y], [u, v]) == u * v
-    assert sn.gaussian_expectation(5 + x ** 2, [x], [v]) == 5 + v
+    assert sn.gaussian_expectation(x**4, [x], [v]) == 3 * v**2
+    assert sn.gaussian_expectation(x**6, [x], [v]) == 15 * v**3
+    assert sn.gaussian_expectation(x**2 * y**2 + x * y + x**3, [x, y], [u, v]) == u * v
+    assert sn.gaussian_expectation(5 + x**2, [x], [v]) == 5 + v
     # Isserlis: E[x x^T A x x^T] = 2 L A L + tr(L A) L for x ~ N(0, L), L diagonal (d = 2)
     a11, a12, a22 = sp.symbols("a11 a12 a22")
     A, L, X = sp.Matrix([[a11, a12], [a12, a22]]), sp.diag(u, v), sp.Matrix([x, y])
@@ -37,7 +37,9 @@ def test_gaussian_expectation_moments_and_isserlis():
 
 @pytest.mark.parametrize("d,B,lam", [(1, 1, 1.0), (5, 4, 0.3), (20, 16, 2.0)])
 def test_isotropic_eta_max_closed_form(d, B, lam):
-    assert EXACT.eta_max(B, np.full(d, lam)) == pytest.approx(2 * B / (lam * (B + d + 1)), rel=1e-10)
+    assert EXACT.eta_max(B, np.full(d, lam)) == pytest.approx(
+        2 * B / (lam * (B + d + 1)), rel=1e-10
+    )
 
 
 def test_stationary_risk_isotropic_closed_form_and_instability():
@@ -45,24 +47,51 @@ def test_stationary_risk_isotropic_closed_form_and_instability():
     lams = np.full(d, lam)
     for eta in [0.05, 0.3, 0.9 * EXACT.eta_max(B, lams)]:
         T = d * eta * lam / (2 * B - eta * lam * (B + 1))
-        assert EXACT.stationary_risk(eta, B, sigma, lams) == pytest.approx(sigma ** 2 * T / (2 * (1 - T)), rel=1e-10)
+        assert EXACT.stationary_risk(eta, B, sigma, lams) == pytest.approx(
+            sigma**2 * T / (2 * (1 - T)), rel=1e-10
+        )
     assert EXACT.stationary_risk(1.01 * EXACT.eta_max(B, lams), B, sigma, lams) == math.inf
 
 
 def test_small_step_limit_is_the_sde_value():
     lam, B, sigma, eta = sn.power_law_spectrum(20, 1.5), 4, 0.5, 1e-5
-    assert EXACT.stationary_risk(eta, B, sigma, lam) == pytest.approx(eta * sigma ** 2 * lam.sum() / (4 * B), rel=1e-4)
+    assert EXACT.stationary_risk(eta, B, sigma, lam) == pytest.approx(
+        eta * sigma**2 * lam.sum() / (4 * B), rel=1e-4
+    )
 
 
 def test_perron_vector_and_risk_path():
     lam, B, sigma, eta = sn.power_law_spectrum(8, 1.5), 2, 0.5, 0.4
     rho, v = EXACT.perron(eta, B, lam)
-    assert np.allclose(EXACT.matrix(eta, B, lam) @ v, rho * v) and (v >= 0).all() and v.sum() == pytest.approx(1)
+    assert (
+        np.allclose(EXACT.matrix(eta, B, lam) @ v, rho * v)
+        and (v >= 0).all()
+        and v.sum() == pytest.approx(1)
+    )
     assert rho == pytest.approx(EXACT.spectral_radius(eta, B, lam))
     path = EXACT.risk_path(eta, B, sigma, lam, 3000)
-    assert path[0] == 0 and path[-1] == pytest.approx(EXACT.stationary_risk(eta, B, sigma, lam), rel=1e-6)
+    assert path[0] == 0 and path[-1] == pytest.approx(
+        EXACT.stationary_risk(eta, B, sigma, lam), rel=1e-6
+    )
     s_inf = EXACT.stationary(eta, B, sigma, lam)
     assert np.allclose(EXACT.risk_path(eta, B, sigma, lam, 5, s0=s_inf), 0.5 * lam @ s_inf)
+
+
+@pytest.mark.parametrize(
+    "eta,B,burn,steps", [(0.4, 2, 0, 1), (0.4, 2, 50, 300), (0.05, 1, 400, 1200)]
+)
+def test_window_mean_is_the_average_of_the_risk_path(eta, B, burn, steps):
+    lam, sigma = sn.power_law_spectrum(8, 1.5), 0.5
+    path = EXACT.risk_path(eta, B, sigma, lam, burn + steps)
+    assert EXACT.window_mean(eta, B, sigma, lam, burn, steps) == pytest.approx(
+        path[burn + 1 :].mean(), rel=1e-10
+    )
+    s0 = np.linspace(0.1, 1.0, 8)
+    path0 = EXACT.risk_path(eta, B, sigma, lam, burn + steps, s0=s0)
+    assert EXACT.window_mean(eta, B, sigma, lam, burn, steps, s0=s0) == pytest.approx(
+        path0[burn + 1 :].mean(), rel=1e-10
+    )
+    assert EXACT.window_mean(1.01 * EXACT.eta_max(B, lam), B, sigma, lam, burn, steps) == math.inf
 
 
 def test_sgd_update_is_minus_eta_times_the_autograd_gradient():
@@ -117,12 +146,29 @@ def test_stationary_runs_match_the_exact_risk():
 
 
 def test_lyapunov_exponent_of_one_mode():
-    """d = 1, B = 1: e' = (1 - eta lam z^2) e, so the exponent is E ln|1 - eta lam z^2|, z ~ N(0, 1)."""
+    """d = 1, B = 1: e' = (1 - eta lam z^2) e, so the exponent is E ln|1 - eta lam z^2|, z ~ N(0,
+    1)."""
     g = torch.Generator().manual_seed(4)
     lam, eta = torch.tensor([1.0], dtype=F64), 1.5
-    exact = sum(scipy.integrate.quad(lambda z: math.log(abs(1 - eta * z * z)) * scipy.stats.norm.pdf(z), a, b,
-                                     points=None if not (a < (1 / eta) ** 0.5 < b) else [(1 / eta) ** 0.5], limit=200)[0]
-                for a, b in [(-np.inf, -1), (-1, 0), (0, 1), (1, np.inf)])
+    exact = sum(
+        scipy.integrate.quad(
+            lambda z: math.log(abs(1 - eta * z * z)) * scipy.stats.norm.pdf(z),
+            a,
+            b,
+            points=None if not (a < (1 / eta) ** 0.5 < b) else [(1 / eta) ** 0.5],
+            limit=200,
+        )[0]
+        for a, b in [(-np.inf, -1), (-1, 0), (0, 1), (1, np.inf)]
+    )
     ly = sn.lyapunov_exponents([eta], 1, lam, 64, 2000, 10, g)
     assert ly.shape == (1, 64)
     assert abs(ly.mean().item() - exact) < 4 * ly.std().item() / 8
+
+
+def test_simulation_restores_the_thread_count():
+    before = torch.get_num_threads()
+    g = torch.Generator().manual_seed(5)
+    lam = torch.tensor(sn.power_law_spectrum(3, 1.5))
+    sn.stationary_runs([(0.1, 1)], lam, 0.5, torch.zeros(3, dtype=F64), 4, 2, 3, g)
+    sn.lyapunov_exponents([0.5], 1, lam, 4, 3, 1, g)
+    assert torch.get_num_threads() == before
