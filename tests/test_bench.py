@@ -9,7 +9,15 @@ import pytest
 import torch
 from conftest import ROOT
 
-from lmbook.bench import _data, _lrs, _models, ensemble_bench, train_loop, train_mlp, train_vmap
+from lmbook.engine.bench import (
+    _data,
+    _lrs,
+    _models,
+    ensemble_bench,
+    train_loop,
+    train_mlp,
+    train_vmap,
+)
 from lmbook.engine.cli import main
 from lmbook.errors import UsageError
 

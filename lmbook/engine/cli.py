@@ -136,7 +136,7 @@ def cmd_build(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from ..bench import run, text_table
+    from .bench import run, text_table
 
     result = run(
         args.benchmark,

@@ -23,8 +23,8 @@ import time
 
 import torch
 
-from . import mlp
-from .errors import UsageError
+from .. import mlp
+from ..errors import UsageError
 
 BENCHMARKS = ("ensemble",)
 AGREE_RTOL = {torch.float32: 1e-3, torch.float64: 1e-9}
@@ -68,7 +68,7 @@ def train_loop(models, x, y, lrs, steps) -> torch.Tensor:
 
 
 def train_vmap(models, x, y, lrs, steps) -> torch.Tensor:
-    from .ensemble import train_ensemble
+    from ..ensemble import train_ensemble
 
     losses, _ = train_ensemble(models, x, y, torch.nn.functional.mse_loss, lrs, steps)
     return losses[-1] if steps else torch.full((len(models),), float("nan"))
