@@ -54,7 +54,7 @@ def derive_arccos_expectations():
     theta, q1, q2, _, _ = arccos_expectations()
     r, phi = sp.symbols("r phi", nonnegative=True)
     arc = (phi, theta - sp.pi / 2, sp.pi / 2)
-    radial = lambda k: sp.integrate(r**k * sp.exp(-(r**2) / 2), (r, 0, sp.oo))  # noqa: E731
+    radial = lambda k: sp.integrate(r**k * sp.exp(-(r**2) / 2), (r, 0, sp.oo))
     e_relu = (
         sp.sqrt(q1 * q2)
         / (2 * sp.pi)

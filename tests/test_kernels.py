@@ -29,7 +29,7 @@ def mp_pair(x, y, L, sw, sb):
     """(Sigma^L, Theta^L) of one pair, the same recursion in 50-digit arithmetic (mpmath)."""
     with mpmath.workdps(50):
         sw, sb, d = mpmath.mpf(sw), mpmath.mpf(sb), len(x)
-        dot = lambda u, v: mpmath.fsum(mpmath.mpf(a) * mpmath.mpf(b) for a, b in zip(u, v))  # noqa: E731
+        dot = lambda u, v: mpmath.fsum(mpmath.mpf(a) * mpmath.mpf(b) for a, b in zip(u, v))
         q1, q2, c = (sw**2 * dot(u, v) / d + sb**2 for u, v in [(x, x), (y, y), (x, y)])
         T = c
         for _ in range(L):
