@@ -66,6 +66,28 @@ def balanced_and_difference(weights, U, V):
     return ((a + b) ** 2).sum(1), ((a - b) ** 2).sum(1)
 
 
+def removal_adjusted(weights, U, V):
+    """Two layers only, modes listed strongest first: (P, M, overlap) per network and mode, shape
+    (n, r) each. P and M are |p|^2 and |m|^2 of p = W1 v_a + W2^T u_a and m = W1 v_a - W2^T u_a
+    after removing the span of the stronger modes' p (chapter 1: a learned mode removes its hidden
+    direction from the weaker ones); overlap is the sum over the other modes b of
+    cos^2(p_a, p_b)."""
+    if len(weights) != 2:
+        raise ValueError("P and M are defined for two-layer networks")
+    a, b = weights[0] @ V, weights[1].transpose(1, 2) @ U          # (n, hidden, r)
+    p, m = a + b, a - b
+    Q, _ = torch.linalg.qr(p)               # Q[..., :k] spans the first k columns of p
+    P, M = torch.empty_like(p[:, 0]), torch.empty_like(p[:, 0])
+    for k in range(p.shape[-1]):
+        B = Q[..., :k]
+        pk = p[..., k] - (B @ (B.transpose(1, 2) @ p[..., k:k + 1]))[..., 0]
+        mk = m[..., k] - (B @ (B.transpose(1, 2) @ m[..., k:k + 1]))[..., 0]
+        P[:, k], M[:, k] = (pk ** 2).sum(1), (mk ** 2).sum(1)
+    unit = p / p.norm(dim=1, keepdim=True)
+    overlap = ((unit.transpose(1, 2) @ unit) ** 2).sum(-1) - 1
+    return P, M, overlap
+
+
 def end_to_end(weights):
     W = weights[0]
     for w in weights[1:]:
@@ -83,10 +105,11 @@ def mode_strengths(weights, U, V):
     return project(end_to_end(weights), U, V)
 
 
-def population_grads(weights, Syx):
-    """Gradients of 1/2 ||Sigma_yx - W_N...W_1||_F^2 with respect to each weight (batched), and
-    the end-to-end map. Layer j's gradient is
-    -(W_N...W_{j+1})^T (Sigma_yx - W) (W_{j-1}...W_1)^T."""
+def population_grads(weights, Syx, Sxx=None):
+    """Gradients of the population loss 1/2 E||y - W x||^2 with respect to each weight (batched),
+    and the end-to-end map W = W_N...W_1. Layer j's gradient is
+    -(W_N...W_{j+1})^T E (W_{j-1}...W_1)^T with E = Sigma_yx - W Sigma_xx (Sigma_xx = I, whitened
+    inputs, when Sxx is None)."""
     below, acc = [], None                        # below[j] = W_{j-1} ... W_1
     for w in weights:
         below.append(acc)
@@ -96,7 +119,7 @@ def population_grads(weights, Syx):
     for j in range(len(weights) - 1, 0, -1):
         acc = weights[j] if acc is None else torch.bmm(acc, weights[j])
         above[j - 1] = acc
-    E = Syx - W
+    E = Syx - W if Sxx is None else Syx - W @ Sxx
     grads = []
     for j in range(len(weights)):
         g = E if above[j] is None else torch.bmm(above[j].transpose(1, 2), E)
@@ -106,14 +129,14 @@ def population_grads(weights, Syx):
     return grads, W
 
 
-def train(weights, Syx, U, V, lr: float, steps: int):
-    """Run `steps` of gradient descent; return the mode strengths after every step, shape
-    (steps+1, n, r), and the final weights."""
+def train(weights, Syx, U, V, lr: float, steps: int, Sxx=None):
+    """Run `steps` of gradient descent (input covariance Sxx, identity when None); return the mode
+    strengths after every step, shape (steps+1, n, r), and the final weights."""
     weights = [w.clone() for w in weights]
     traj = torch.empty(steps + 1, weights[0].shape[0], U.shape[1], dtype=weights[0].dtype,
                        device=weights[0].device)
     for k in range(steps + 1):
-        grads, W = population_grads(weights, Syx)
+        grads, W = population_grads(weights, Syx, Sxx)
         traj[k] = project(W, U, V)
         if k < steps:
             for w, g in zip(weights, grads):

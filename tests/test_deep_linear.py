@@ -38,6 +38,19 @@ def test_population_grads_match_autograd(setup, depth):
     assert torch.allclose(W, dl.end_to_end(weights).detach())
 
 
+def test_population_grads_with_input_covariance(setup):
+    Syx = setup[0]
+    init = dl.init_network(3, 6, 5, 3, 0.4, torch.Generator().manual_seed(4))
+    L = torch.randn(6, 6, generator=torch.Generator().manual_seed(5), dtype=F64)
+    Sxx = L @ L.T / 6 + torch.eye(6, dtype=F64)
+    weights = [w.requires_grad_() for w in init]
+    W = dl.end_to_end(weights)
+    loss = 0.5 * (W @ Sxx * W).sum() - (W * Syx).sum()      # 1/2 E||y - Wx||^2 + const
+    auto = torch.autograd.grad(loss.sum(), weights)
+    mine, _ = dl.population_grads([w.detach() for w in weights], Syx, Sxx)
+    assert all(torch.allclose(a, m, atol=1e-12) for a, m in zip(auto, mine))
+
+
 @pytest.mark.parametrize("depth", [2, 3])
 def test_train_is_plain_gradient_descent(setup, depth):
     Syx, U, V = setup[:3]
@@ -70,6 +83,18 @@ def test_balanced_and_difference(setup):
     assert torch.allclose(P / 4, dl.effective_u0(weights, U, V))
     with pytest.raises(ValueError):
         dl.balanced_and_difference(dl.init_network(2, 6, 10, 3, 0.1, torch.Generator()), U, V)
+
+
+def test_removal_adjusted(setup):
+    _, U, V, weights = setup
+    P, M, overlap = dl.removal_adjusted(weights, U, V)
+    P0, M0 = dl.balanced_and_difference(weights, U, V)
+    assert torch.allclose(P[:, 0], P0[:, 0]) and torch.allclose(M[:, 0], M0[:, 0])
+    assert (P <= P0 + 1e-12).all() and (M <= M0 + 1e-12).all()
+    p = weights[0] @ V + weights[1].transpose(1, 2) @ U
+    cos = p[0, :, 0] @ p[0, :, 1] / (p[0, :, 0].norm() * p[0, :, 1].norm())
+    assert torch.isclose(P[0, 1], P0[0, 1] * (1 - cos ** 2))        # one stronger mode
+    assert (overlap >= 0).all() and overlap.shape == P.shape
 
 
 def test_gram_flow_is_the_limit_of_gradient_descent(setup):
