@@ -8,7 +8,8 @@ Conventions
 - e = w - w_star is the error. The excess risk r = L(w) - sigma^2/2 = (1/2) sum_k lam_k e_k^2 is
   computed exactly from w (a population quantity: no test set, no sampling noise). Time counts
   steps.
-- Theory: s_k = E[e_k^2] obeys s' = M s + c exactly. `MomentRecursion` takes the entries as
+- Theory: s_k = E[e_k^2] obeys s' = M s + c exactly (and S_ij = E[e_i^2 e_j^2] a closed linear map,
+  `FourthMomentMap`). `MomentRecursion` takes the entries as
   callables, which the chapter lambdifies from its SymPy derivation: diag(eta, B, lam_i) = M_ii,
   cross(eta, B, lam_i, lam_j) = M_ij (i != j), const(eta, B, sigma, lam_i) = c_i. Stationary
   quantities are +inf where the spectral radius of M is >= 1 (mean-square unstable).
@@ -52,6 +53,117 @@ def gaussian_expectation(expr, xs, variances):
             term *= sp.factorial2(n - 1) * v ** (n // 2)
         total += term
     return sp.expand(total)
+
+
+def fourth_moment_polynomials():
+    """E[e_i'^2 e_j'^2 | e] and E[e_i'^4 | e] for one noise-free SGD step e' = e - (eta/B) sum_b
+    x_b (x_b . e), as SymPy polynomials in (e_i, e_j, q) with q = e^T Lambda e.
+
+    Derivation: given e, the pair (x_i, x_j) and s = x . e of one sample are jointly Gaussian, s =
+    e_i x_i + e_j x_j + r with r ~ N(0, q - lam_i e_i^2 - lam_j e_j^2) independent (Isserlis via
+    `gaussian_expectation`). The batch gradient G is the mean of B iid copies of v = (x_i s,
+    x_j s); a moment of G of order n sums over the set partitions of its n factors, a partition into
+    k blocks counting B (B-1) ... (B-k+1) index tuples. Returns (off, diag, symbols) with
+    symbols = (eta, B, lam_i, lam_j, e_i, e_j, q); diag is E[e_i'^4 | e] (no j)."""
+    from sympy.utilities.iterables import multiset_partitions
+
+    eta, B = sp.symbols("eta B", positive=True)
+    li, lj = sp.symbols("lambda_i lambda_j", positive=True)
+    ei, ej, q = sp.symbols("e_i e_j q", real=True)
+    xi, xj, r = sp.symbols("x_i x_j r", real=True)
+
+    def expectation_of_mean(factors, e_j, with_j):
+        s = ei * xi + e_j * xj + r
+        xs = (xi, xj, r) if with_j else (xi, r)
+        var_r = q - li * ei**2 - (lj * e_j**2 if with_j else 0)
+        variances = (li, lj, var_r) if with_j else (li, var_r)
+        comp = (xi, xj)
+        total = sp.Integer(0)
+        for part in multiset_partitions(list(range(len(factors)))):
+            count = sp.prod([B - m for m in range(len(part))])
+            blocks = [gaussian_expectation(sp.prod([comp[factors[m]] * s for m in blk]), xs,
+                                           variances) for blk in part]
+            total += count * sp.prod(blocks)
+        return total / B ** len(factors)
+
+    gi, gj = sp.symbols("g_i g_j")
+
+    def step(poly_expr, e_j, with_j):
+        out = sp.Integer(0)
+        for (a, b), coeff in sp.Poly(sp.expand(poly_expr), gi, gj).terms():
+            factors = [0] * a + [1] * b
+            out += coeff * (expectation_of_mean(factors, e_j, with_j) if factors else 1)
+        return sp.expand(out)
+
+    off = step((ei - eta * gi) ** 2 * (ej - eta * gj) ** 2, ej, True)
+    diag = step((ei - eta * gi) ** 4, 0, False)
+    return off, diag, (eta, B, li, lj, ei, ej, q)
+
+
+@dataclasses.dataclass(frozen=True)
+class FourthMomentMap:
+    """The linear map S -> S' on S_ij = E[e_i^2 e_j^2] of noise-free SGD (with label noise the map
+    is affine with this linear part, fed by the second moments). For a sign-symmetric distribution
+    of e (each e_k -> -e_k leaves it unchanged, true from w_star on Gaussian inputs) only even
+    monomials survive, and with u = S lam,
+    S'_ij = a1 S_ii + a2 S_jj + a3 S_ij + a4 u_i + a5 u_j + a6 lam^T S lam (i != j),
+    S'_ii = b1 S_ii + b2 u_i + b3 lam^T S lam. `off(eta, B, li, lj)` returns (a1..a6) and
+    `diag(eta, B, li)` returns (b1, b2, b3), lambdified from `fourth_moment_polynomials`."""
+
+    off: Callable
+    diag: Callable
+
+    @classmethod
+    def from_polynomials(cls, off_poly, diag_poly, symbols):
+        eta, B, li, lj, ei, ej, q = symbols
+        P, Pd = sp.Poly(off_poly, ei, ej, q), sp.Poly(diag_poly, ei, q)
+        slots = [(4, 0, 0), (0, 4, 0), (2, 2, 0), (2, 0, 1), (0, 2, 1), (0, 0, 2)]
+        even = {m for m, _ in P.terms() if m[0] % 2 == 0 and m[1] % 2 == 0}
+        assert even <= set(slots), even          # odd monomials average to 0 by sign symmetry
+        assert {m for m, _ in Pd.terms()} <= {(4, 0), (2, 1), (0, 2)}
+        off = [P.coeff_monomial(ei**a * ej**b * q**c) for a, b, c in slots]
+        diag = [Pd.coeff_monomial(ei**a * q**c) for a, c in [(4, 0), (2, 1), (0, 2)]]
+        return cls(off=sp.lambdify((eta, B, li, lj), off, "numpy"),
+                   diag=sp.lambdify((eta, B, li), diag, "numpy"))
+
+    def apply(self, eta, B, lam, S) -> np.ndarray:
+        """S' for S of shape (..., d, d)."""
+        lam = np.asarray(lam, dtype=float)
+        S = np.asarray(S, dtype=float)
+        u = S @ lam
+        total = u @ lam
+        a = [np.broadcast_to(c, S.shape[-2:]) for c in self.off(eta, B, lam[:, None], lam[None, :])]
+        b = [np.broadcast_to(c, lam.shape) for c in self.diag(eta, B, lam)]
+        diag_s = np.diagonal(S, axis1=-2, axis2=-1)
+        out = (a[0] * diag_s[..., :, None] + a[1] * diag_s[..., None, :] + a[2] * S
+               + a[3] * u[..., :, None] + a[4] * u[..., None, :] + a[5] * total[..., None, None])
+        idx = np.arange(lam.size)
+        out[..., idx, idx] = b[0] * diag_s + b[1] * u + b[2] * total[..., None]
+        return out
+
+    def spectral_radius(self, eta, B, lam) -> float:
+        """The spectral radius of the map on the d^2 states (dense for d <= 40, else ARPACK)."""
+        lam = np.asarray(lam, dtype=float)
+        d = lam.size
+        if d <= 40:
+            K = self.apply(eta, B, lam, np.eye(d * d).reshape(d * d, d, d)).reshape(d * d, d * d)
+            return float(np.max(np.abs(np.linalg.eigvals(K.T))))
+        import scipy.sparse.linalg as sla
+
+        mv = lambda v: self.apply(eta, B, lam, v.reshape(d, d)).ravel()
+        op = sla.LinearOperator((d * d, d * d), matvec=mv, dtype=float)
+        return float(np.abs(sla.eigs(op, k=1, which="LM", return_eigenvectors=False)[0]))
+
+    def edge(self, B, lam, upper: float, grid: int = 8) -> float:
+        """The smallest eta in (0, upper] where the spectral radius reaches 1 (the fourth moments of
+        e, the variance of the loss, stop being finite): a coarse grid, then Brent's method."""
+        f = lambda eta: self.spectral_radius(eta, B, lam) - 1.0
+        prev = upper * 1e-3
+        for h in np.linspace(0, upper, grid + 1)[1:]:
+            if f(h) >= 0:
+                return float(scipy.optimize.brentq(f, prev, h, xtol=1e-8))
+            prev = h
+        return math.inf
 
 
 # ---------------------------------------------------- numeric theory: the moment recursion

@@ -172,3 +172,61 @@ def test_simulation_restores_the_thread_count():
     sn.stationary_runs([(0.1, 1)], lam, 0.5, torch.zeros(3, dtype=F64), 4, 2, 3, g)
     sn.lyapunov_exponents([0.5], 1, lam, 4, 3, 1, g)
     assert torch.get_num_threads() == before
+
+
+def _one_mode_fourth_edge(B):
+    """First root of E(1 - uY)^4 = 1, Y = chi^2_B / B (E chi2^n = B (B+2) ... (B+2n-2))."""
+    m = [np.prod([B + 2 * j for j in range(n)]) / B**n for n in range(5)]
+    coef = [math.comb(4, n) * (-1) ** n * m[n] for n in range(1, 5)]   # of u^1 .. u^4
+    roots = np.roots(coef[::-1])                                          # divided by u
+    return min(r.real for r in roots if abs(r.imag) < 1e-12 and r.real > 0)
+
+
+@pytest.fixture(scope="module")
+def fourth():
+    off, diag, symbols = sn.fourth_moment_polynomials()
+    return off, diag, symbols, sn.FourthMomentMap.from_polynomials(off, diag, symbols)
+
+
+@pytest.mark.parametrize("B", [1, 3])
+def test_fourth_moment_edge_of_one_mode(fourth, B):
+    edge = fourth[3].edge(B, np.ones(1), upper=2 * B / (B + 2))
+    assert edge == pytest.approx(_one_mode_fourth_edge(B), rel=1e-7)
+
+
+def test_fourth_moment_polynomials_against_brute_force_isserlis(fourth):
+    """d = 2, B = 2: expand e' with two explicit samples and take the Gaussian expectation."""
+    off, diag, (eta, B, li, lj, ei, ej, q) = fourth[:3]
+    l1, l2 = sp.Rational(1), sp.Rational(1, 3)
+    e1, e2 = sp.symbols("e1 e2", real=True)
+    xs = sp.symbols("x11 x12 x21 x22", real=True)
+    samples = [sp.Matrix(xs[:2]), sp.Matrix(xs[2:])]
+    e = sp.Matrix([e1, e2])
+    h = sp.Rational(3, 10)
+    new = e - h / 2 * sum((x * (x.T * e)[0] for x in samples), sp.zeros(2, 1))
+    var = [l1, l2, l1, l2]
+    brute_off = sn.gaussian_expectation(new[0] ** 2 * new[1] ** 2, xs, var)
+    brute_diag = sn.gaussian_expectation(new[0] ** 4, xs, var)
+    point = {eta: h, B: 2, li: l1, lj: l2, ei: e1, ej: e2, q: l1 * e1**2 + l2 * e2**2}
+    assert sp.expand(off.subs(point) - brute_off) == 0
+    assert sp.expand(diag.subs({eta: h, B: 2, li: l1, ei: e1, q: l1 * e1**2 + l2 * e2**2})
+                     - brute_diag) == 0
+
+
+def test_fourth_moment_map_applies_the_sign_averaged_polynomials(fourth):
+    off, diag, (eta, B, li, lj, ei, ej, q), F = fourth
+    lam, e, h, b = np.array([1.0, 0.4, 0.1]), np.array([0.7, -1.2, 2.0]), 0.35, 3
+    S = np.outer(e**2, e**2)          # sign-averaged state of a fixed |e|
+    qv = float(lam @ e**2)
+    got = F.apply(h, b, lam, S)
+    f_off = sp.lambdify((eta, B, li, lj, ei, ej, q), off)
+    f_diag = sp.lambdify((eta, B, li, ei, q), diag)
+    for i in range(3):
+        for j in range(3):
+            if i == j:
+                want = f_diag(h, b, lam[i], e[i], qv)
+            else:             # average over the signs of e_i, e_j (q does not depend on them)
+                want = np.mean([f_off(h, b, lam[i], lam[j], si * e[i], sj * e[j], qv)
+                                for si in (1, -1) for sj in (1, -1)])
+            assert got[i, j] == pytest.approx(want, rel=1e-10)
+    assert F.spectral_radius(h, b, lam) > 0
