@@ -105,3 +105,70 @@ def test_train_refuses_per_tensor_step_scales(setup):
     net = mlp.Net((5, 12, 3), "tanh", "mup")
     with pytest.raises(ValueError, match="scales the step"):
         st.train(net, mlp.init(net, 1, torch.Generator().manual_seed(0)), x, y, 0.1, 1)
+
+
+def test_per_network_data_and_time_averaged_weights(setup):
+    """One data set per member trains each member on its own data (the same as a run of that member
+    alone), and the averages are the means of the iterates over the last L steps."""
+    _, _, params = setup
+    xs, ys = st.teacher_sets(3, 30, 5, 3, torch.Generator().manual_seed(1))
+    assert xs.shape == (3, 30, 5) and ys.shape == (3, 30, 3)
+    assert not torch.allclose(xs[0], xs[1])
+    tr = st.train(
+        NET,
+        params,
+        xs,
+        ys,
+        0.2,
+        6,
+        every=3,
+        lanczos=3,
+        average=(2, 6),
+        generator=torch.Generator().manual_seed(0),
+    )
+    for i in range(3):
+        one = {k: t[i : i + 1] for k, t in params.items()}
+        alone = st.train(
+            NET,
+            one,
+            xs[i],
+            ys[i],
+            0.2,
+            6,
+            every=3,
+            lanczos=3,
+            average=(2,),
+            generator=torch.Generator().manual_seed(0),
+        )
+        assert torch.allclose(tr.loss[:, i], alone.loss[:, 0], atol=1e-12, rtol=0)
+        for k in params:
+            assert torch.allclose(tr.averages[2][k][i], alone.averages[2][k][0], atol=1e-12)
+    # the 2-step average is the midpoint of the last two iterates
+    before = st.train(
+        NET, params, xs, ys, 0.2, 4, every=3, lanczos=3, generator=torch.Generator().manual_seed(0)
+    ).params
+    last = st.train(
+        NET, params, xs, ys, 0.2, 5, every=3, lanczos=3, generator=torch.Generator().manual_seed(0)
+    ).params
+    for k in params:
+        assert torch.allclose(tr.averages[2][k], (before[k] + last[k]) / 2, atol=1e-12)
+
+
+def test_minibatches_are_drawn_per_member(setup):
+    x, y, params = setup
+    same = {k: t[:1].expand(2, *t.shape[1:]).clone() for k, t in params.items()}
+    tr = st.train(
+        NET,
+        same,
+        x,
+        y,
+        0.1,
+        3,
+        every=3,
+        lanczos=3,
+        batch=8,
+        generator=torch.Generator().manual_seed(0),
+    )
+    assert not torch.allclose(tr.loss[1, 0], tr.loss[1, 1])  # identical nets, different batches
+    with pytest.raises(ValueError, match="average windows"):
+        st.train(NET, params, x, y, 0.1, 3, average=(4,))
