@@ -34,7 +34,7 @@ def test_a_prose_edit_does_not_re_execute(fixture_root, tmp_path):
     from lmbook.engine.site import merged_notebook
 
     [chapter] = discover(fixture_root)
-    key = cache_key(chapter, {"p": 1})
+    key = cache_key(chapter, {"p": 1}, ["stats.py"])
     out = tmp_path / "run"
     assert run_chapters([chapter], "ci", "cpu", 0, out)[0].status == "passed"
     chapter.path.write_text(
@@ -42,7 +42,7 @@ def test_a_prose_edit_does_not_re_execute(fixture_root, tmp_path):
             "is 1/2 with standard error", "equals one half, with standard error"
         )
     )
-    assert cache_key(chapter, {"p": 1}) == key
+    assert cache_key(chapter, {"p": 1}, ["stats.py"]) == key
     assert run_chapters([chapter], "ci", "cpu", 0, out)[0].status == "cached"
     merged = json.loads(merged_notebook(chapter, out / "notebooks" / "tiny.ipynb", "tail"))
     text = "".join("".join(c["source"]) for c in merged["cells"])
@@ -50,8 +50,8 @@ def test_a_prose_edit_does_not_re_execute(fixture_root, tmp_path):
     assert any(c["cell_type"] == "code" and c.get("outputs") for c in merged["cells"]), (
         "outputs were kept"
     )
-    chapter.path.write_text(chapter.path.read_text().replace("n = 4096", "n = 4097"))
-    assert cache_key(chapter, {"p": 1}) != key
+    chapter.path.write_text(chapter.path.read_text().replace("torch.rand(4096", "torch.rand(4097"))
+    assert cache_key(chapter, {"p": 1}, ["stats.py"]) != key
 
 
 def test_the_default_run_folder_is_per_profile():
