@@ -366,9 +366,21 @@ def run_chapters(
         return _run_all(chapters, profile, device, seed, out, int(jobs), force, verified_dir)
 
 
+def worker_devices(device: str, jobs: int) -> list[str]:
+    """The device of each of `jobs` workers: with several GPUs and "auto" or "cuda", worker i gets
+    cuda:(i mod the GPU count), so chapters run side by side on their own GPUs; else all share
+    `device`."""
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if device in ("auto", "cuda") and count > 1:
+        return [f"cuda:{i % count}" for i in range(jobs)]
+    return [device] * jobs
+
+
 def _run_all(
     chapters, profile, device, seed, out, jobs, force, verified_dir
 ) -> list[ChapterResult]:
+    import queue
+
     from tqdm.auto import tqdm
 
     if jobs == 1:
@@ -377,13 +389,21 @@ def _run_all(
             print(f"[lmbook] {c.id}: {c.title}", file=sys.stderr, flush=True)
             results.append(run_chapter(c, profile, device, seed, out, force, True, verified_dir))
         return results
+    free = queue.Queue()
+    for d in worker_devices(device, jobs):
+        free.put(d)
+
+    def one(c):
+        d = free.get()
+        try:
+            return run_chapter(c, profile, d, seed, out, force, False, verified_dir)
+        finally:
+            free.put(d)
+
     pool = ThreadPoolExecutor(max_workers=jobs)
     try:
         with tqdm(total=len(chapters), desc="chapters", unit="ch") as bar:
-            futures = [
-                pool.submit(run_chapter, c, profile, device, seed, out, force, False, verified_dir)
-                for c in chapters
-            ]
+            futures = [pool.submit(one, c) for c in chapters]
             results = []
             for f in futures:
                 results.append(f.result())
