@@ -1,5 +1,5 @@
 """Chapters: MyST-markdown notebooks in `notebooks/`, each with front matter
-`lmbook: {id: ..., part: 1..5}` and its title as the first `# ` heading."""
+`lmbook: {id: ..., part: 1..5, open_directions: [...]}` and its title as the first `# ` heading."""
 
 from __future__ import annotations
 
@@ -28,6 +28,7 @@ class Chapter:
     part: int
     title: str
     path: Path
+    open_directions: tuple = ()  # numbers of lmbook.engine.directions.DIRECTIONS
 
     def as_dict(self, root: Path) -> dict:
         return {
@@ -35,6 +36,7 @@ class Chapter:
             "part": self.part,
             "title": self.title,
             "path": str(self.path.relative_to(root)),
+            "open_directions": list(self.open_directions),
         }
 
 
@@ -58,11 +60,20 @@ def read_chapter(path: Path) -> Chapter:
     title = re.search(r"^# (.+)$", text[m.end() if m else 0 :], re.M)
     if not title:
         raise UsageError(f"{path}: a chapter needs a title line starting with '# '")
+    from .directions import DIRECTIONS
+
+    directions = info.get("open_directions") or []
+    if not isinstance(directions, list) or any(d not in DIRECTIONS for d in directions):
+        raise UsageError(
+            f"{path}: open_directions must be a list of numbers from {sorted(DIRECTIONS)} "
+            f"(see book/open-directions.md), got {directions!r}"
+        )
     return Chapter(
         id=str(info["id"]),
         part=int(info["part"]),
         title=title.group(1).strip(),
         path=path.resolve(),
+        open_directions=tuple(directions),
     )
 
 

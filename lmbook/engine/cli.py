@@ -1,4 +1,4 @@
-"""The `lmbook` command: list, run, sweep, claims, build, bench.
+"""The `lmbook` command: list, run, sweep, claims (and claims diff), build, new, bench.
 
 Exit 0 all passed, 1 a claim or cell failed, 2 bad arguments (with the valid choices named),
 130 interrupted (Ctrl-C).
@@ -108,17 +108,27 @@ def cmd_sweep(args) -> int:
 
 def cmd_claims(args) -> int:
     from ..profiles import default_profile
-    from .ledger import incomplete_chapters, load_records, text_table
+    from .ledger import incomplete_chapters, load_records, markdown_table, text_table
     from .runner import default_out
 
-    run_dir = Path(args.dir) if args.dir else default_out(_root(args), default_profile())
+    if args.dir[:1] == ["diff"]:
+        return cmd_claims_diff(args)
+    if len(args.dir) > 1:
+        raise UsageError(
+            f"`lmbook claims` takes one run folder, or `diff OLD NEW` (got {' '.join(args.dir)})"
+        )
+    if args.max_drift is not None:
+        raise UsageError("--max-drift applies to `lmbook claims diff OLD NEW` only")
+    run_dir = Path(args.dir[0]) if args.dir else default_out(_root(args), default_profile())
     records = load_records(run_dir)
     unfinished = incomplete_chapters(run_dir)
     records = [r for r in records if r["chapter"] not in unfinished]
     if args.format == "json":
         print(json.dumps(records, indent=2))
+    elif not records:
+        print(f"no claim records in {run_dir}")
     else:
-        print(text_table(records) if records else f"no claim records in {run_dir}")
+        print(markdown_table(records) if args.format == "markdown" else text_table(records))
     for c in unfinished:
         print(
             f"{c}: the run did not finish (interrupted or still running); "
@@ -128,11 +138,50 @@ def cmd_claims(args) -> int:
     return 0 if records and not unfinished and all(r["passed"] for r in records) else 1
 
 
+def cmd_claims_diff(args) -> int:
+    from .diff import compare, load_ledger, markdown_report, text_report, verdict
+
+    if len(args.dir) != 3:
+        raise UsageError(
+            "usage: lmbook claims diff OLD NEW [--format table|json|markdown] [--max-drift Z], "
+            "OLD and NEW run folders or ledger JSON files"
+        )
+    if args.max_drift is not None and not args.max_drift > 0:
+        raise UsageError(f"--max-drift must be a positive number of SEs, got {args.max_drift}")
+    rows = compare(load_ledger(args.dir[1]), load_ledger(args.dir[2]))
+    code, reasons = verdict(rows, args.max_drift)
+    if args.format == "json":
+        print(json.dumps({"claims": rows, "exit": code, "reasons": reasons}, indent=2))
+    elif args.format == "markdown":
+        print(markdown_report(rows, reasons))
+    else:
+        print(text_report(rows, reasons))
+    return code
+
+
 def cmd_build(args) -> int:
     from ..profiles import check_profile, default_profile
     from .site import build
 
-    return build(_root(args), check_profile(args.profile or default_profile()), jobs=args.jobs)
+    return build(
+        _root(args),
+        check_profile(args.profile or default_profile()),
+        jobs=args.jobs,
+        runs=args.runs,
+    )
+
+
+def cmd_new(args) -> int:
+    from .scaffold import new_chapter
+
+    root = _root(args)
+    path = new_chapter(root, args.id, args.part, args.title)
+    print(f"wrote {path.relative_to(root)} and listed it in _toc.yml, its part page and the README")
+    print(
+        "next: write the chapter (CONTRIBUTING.md), replace the placeholder claim, then "
+        f"`lmbook run {args.id}` and `lmbook sweep {args.id} --seeds 100-119`"
+    )
+    return 0
 
 
 def cmd_bench(args) -> int:
@@ -173,7 +222,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--profile",
         choices=("ci", "full"),
-        help="ci (2-core CPU) or full (GPU); default full with CUDA, else ci",
+        help="ci (2-core CPU, the default on every device) or full (one large GPU)",
     )
     s.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     s.add_argument("--seed", type=int, default=0)
@@ -207,17 +256,51 @@ def parser() -> argparse.ArgumentParser:
     )
     s.set_defaults(func=cmd_sweep)
 
-    s = sub.add_parser("claims", help="print the claims ledger of a run")
-    s.add_argument("dir", nargs="?", help="run folder (default: _build/runs/PROFILE)")
-    s.add_argument("--format", choices=("table", "json"), default="table")
+    s = sub.add_parser(
+        "claims",
+        help="print the claims ledger of a run, or `claims diff OLD NEW`: drift between two runs",
+        description="`lmbook claims [DIR]` prints a run's ledger; `lmbook claims diff OLD NEW` "
+        "compares two runs (run folders or ledger JSON files such as the site's claims.json): "
+        "status changes, the drift of each measurement in combined SEs, and moved predictions or "
+        "budgets. Exit 1 on a new failure or, with --max-drift Z, a drift beyond Z.",
+    )
+    s.add_argument(
+        "dir",
+        nargs="*",
+        metavar="DIR | diff OLD NEW",
+        help="run folder (default: _build/runs/PROFILE), or `diff OLD NEW`",
+    )
+    s.add_argument("--format", choices=("table", "json", "markdown"), default="table")
+    s.add_argument(
+        "--max-drift",
+        type=float,
+        metavar="Z",
+        help="with diff: exit 1 when a measurement moved by more than Z combined SEs",
+    )
     s.set_defaults(func=cmd_claims)
 
     s = sub.add_parser(
         "build", help="execute what is not current and build the HTML site into _build/html"
     )
-    s.add_argument("--profile", choices=("ci", "full"), help="default: full with CUDA, else ci")
+    s.add_argument(
+        "--profile", choices=("ci", "full"), help="default: ci on every device (ask for full)"
+    )
     s.add_argument("--jobs", type=int, default=1)
+    s.add_argument(
+        "--runs",
+        nargs="+",
+        metavar="DIR",
+        help="build from these run folders (e.g. one per GPU job, merged) and execute nothing",
+    )
     s.set_defaults(func=cmd_build)
+
+    s = sub.add_parser(
+        "new", help="write a chapter skeleton that meets the contract, and list it in _toc.yml"
+    )
+    s.add_argument("id", metavar="ID", help="the chapter id, e.g. signal-propagation")
+    s.add_argument("--part", type=int, required=True, help="1-5, the body of work")
+    s.add_argument("--title", required=True, help="the chapter's title")
+    s.set_defaults(func=cmd_new)
 
     s = sub.add_parser(
         "bench", help="time a batched computation against its plain loop (exit 1 if they disagree)"
