@@ -76,6 +76,7 @@ class Tol:
 
 
 NO_SYSTEMATIC = "none: the prediction is exact for this experiment"
+BREAKS_VERDICT = "MISSES, as the theory must here"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,23 +120,40 @@ class ClaimRecord:
     wall_seconds: float
     created: str
     prediction_scale: float = 1.0
+    # The SE of the measured value itself (plain SE of the replicates, as the chapters' tables print
+    # it; an Estimate's own SE). `se` is the SE the band is built from: of measured - predicted,
+    # which for paired per-replicate predictions is smaller.
+    measured_se: float | None = None
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, allow_nan=True)
 
     def verdict(self) -> str:
-        """One line: result, claim, predicted, measured, miss against allowed (and the rival)."""
-        word = ("PASS" if self.passed else "FAIL") + (" (breaks)" if self.kind == "breaks" else "")
-        se = f" ± {_fmt(self.se)}" if self.se else ""
-        rival = (
-            f"; rival {self.rival_name}: {_fmt(self.rival)}, {_fmt(self.discrimination)} bands away"
-            if self.rival is not None
-            else ""
-        )
+        """One line, printed where the claim is made: the verdict (PASS, FAIL, or for a breaks claim
+        that does what it claims "MISSES, as the theory must here"), the claim, predicted,
+        measured ± SE, the miss against the band (systematic + statistical), and the rival."""
+        if self.kind == "breaks":
+            word = BREAKS_VERDICT if self.passed else "FAIL (the theory held where it must miss)"
+            compare = ">" if self.passed else "<="
+        else:
+            word = "PASS" if self.passed else "FAIL"
+            compare = "<=" if self.passed else ">"
+        se = self.measured_se if self.measured_se is not None else self.se
+        se = f" ± {_fmt(se)} (SE)" if se else ""
+        if self.kind == "breaks":
+            rival = "; no rival (a breaks claim)"
+        elif self.rival is not None:
+            rival = (
+                f"; rival {self.rival_name}: {_fmt(self.rival)}, "
+                f"{_fmt(self.discrimination)} bands away (>= {MIN_DISCRIMINATION:g} needed)"
+            )
+        else:
+            rival = "; no rival"
+        sep = " " if word in ("PASS", "FAIL") else ": "
         return (
-            f"{word} {self.claim}: predicted {_fmt(self.predicted)}, "
+            f"{word}{sep}{self.claim}: predicted {_fmt(self.predicted)}, "
             f"measured {_fmt(self.measured)}{se}; "
-            f"miss {_fmt(self.miss)} vs allowed {_fmt(self.allowed)} "
+            f"miss {_fmt(self.miss)} {compare} band {_fmt(self.allowed)} "
             f"(systematic {_fmt(self.tolerance)} + statistical {_fmt(self.stat_band)}){rival}"
         )
 
@@ -190,6 +208,17 @@ def _compare(predicted, measured) -> tuple[float, stats.Estimate]:
             est, method=est.method + ", paired with per-replicate predictions"
         )
     return float(p.mean()), est
+
+
+def _measured_se(measured) -> float | None:
+    """The SE of the measured value on its own: an Estimate's SE, or the plain SE of the replicates
+    (std / sqrt(n), as `stats.mean_and_se` prints in the chapters' tables); None for one value."""
+    if isinstance(measured, stats.Estimate):
+        se = measured.se
+    else:
+        m = stats.as_array(measured)
+        se = float(m.std(ddof=1) / math.sqrt(m.size)) if m.size > 1 else None
+    return float(se) if se is not None and se > 0 else None
 
 
 def failure_message(r: ClaimRecord) -> str:
@@ -292,6 +321,7 @@ class Claims:
             raise UsageError(f"claim {claim}: rival must be a Rival(value, name), got {rival!r}")
         scale = _prediction_scale()
         centre, diff = _compare(stats.as_array(predicted) * scale, measured)
+        measured_se = _measured_se(measured)
         band = diff.band() if _finite(diff.se) else math.nan
         allowed = systematic.value + band
         miss = abs(diff.value)
@@ -335,6 +365,7 @@ class Claims:
             wall_seconds=round(time.perf_counter() - self._t0, 3),
             created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
             prediction_scale=scale,
+            measured_se=measured_se,
         )
         self.records.append(record)
         if self.results_dir is not None:

@@ -1,13 +1,16 @@
 """Every page of the built site in headless Chromium (Debian's, driven by Playwright): no uncaught
 JavaScript error, no request leaves the machine, MathJax typeset the math, every image loaded, no
-Python traceback, and a claims table on every chapter page. Screenshots go to
-_build/screenshots/."""
+Python traceback or warning, no path of the build machine, a claims table on every chapter page,
+every chapter figure numbered and captioned with real alt text, no equation shown as an image; and
+at a 400 px viewport no claims table or display equation widens the page. Screenshots go to
+_build/screenshots/ (400 px ones to _build/screenshots/400px/)."""
 
 import functools
 import http.server
 import os
 import re
 import shutil
+import sys
 import threading
 
 import pytest
@@ -50,6 +53,68 @@ def site(built_site):
     server.shutdown()
 
 
+# A path of the machine that built the site: the project folder, the Python prefix, or any absolute
+# path under a home, temporary or root folder.
+BUILD_PATHS = re.compile(
+    "|".join(
+        [re.escape(str(ROOT)), re.escape(sys.prefix)]
+        + [r"(?<![\w.~])/(?:home|tmp|root|Users|work|private/var)/\w"]
+    )
+)
+# A Python warning as the warnings module prints it: "RuntimeWarning: divide by zero ...".
+PY_WARNING = re.compile(r"\b[A-Z][A-Za-z]*Warning: ")
+# Alt text that is a file name or a content hash (what MyST-NB writes when no alt text is given).
+HASH_ALT = re.compile(r"(^|/)[0-9a-f]{16,}(\.\w+)?$|\.(png|jpe?g|svg)$", re.I)
+
+# Chapter outputs that are images: each must sit in a numbered, captioned figure with real alt text
+# (SymPy's PNG rendering of an equation would sit in a bare output).
+FIGURE_PROBLEMS_JS = """() => Array.from(document.querySelectorAll('.cell_output img, .output img'))
+  .map(img => {
+    const fig = img.closest('figure');
+    const cap = fig && fig.querySelector('figcaption');
+    const capText = cap ? cap.innerText.trim() : '';
+    return {src: img.getAttribute('src'), alt: img.getAttribute('alt') || '',
+            caption: capText, numbered: !!(cap && cap.querySelector('.caption-number'))};
+  })"""
+
+# Elements wider than the viewport, with no ancestor that scrolls them inside its own box.
+OVERFLOW_JS = """() => {
+  const vw = document.documentElement.clientWidth;
+  const scrolls = el => {
+    for (let a = el.parentElement; a && a !== document.body; a = a.parentElement) {
+      const ox = getComputedStyle(a).overflowX;
+      if ((ox === 'auto' || ox === 'scroll' || ox === 'hidden')
+          && a.getBoundingClientRect().right <= vw + 1) return true;
+    }
+    return false;
+  };
+  const wide = [];
+  for (const el of document.querySelectorAll(
+      'table.lmbook-claims, mjx-container[display="true"], div.math, .text_latex')) {
+    const r = el.getBoundingClientRect();
+    const ox = getComputedStyle(el).overflowX;
+    const ownBox = (ox === 'auto' || ox === 'scroll') && r.right <= vw + 1;
+    if (r.right > vw + 1 && !ownBox && !scrolls(el)) {
+      const name = el.tagName.toLowerCase() + '.' + (el.className || '');
+      wide.push(name + ' right=' + Math.round(r.right));
+    }
+  }
+  return {page: document.documentElement.scrollWidth, viewport: vw, wide: wide};
+}"""
+
+
+def _wait_for_math(page):
+    has_math = page.evaluate(
+        "document.querySelector('.math, .MathJax, mjx-container, span.math') !== null"
+    )
+    if has_math:
+        page.wait_for_function(
+            "window.MathJax && MathJax.startup && MathJax.startup.document", timeout=20000
+        )
+        page.evaluate("MathJax.startup.promise")
+    return has_math
+
+
 def _pages(html):
     skip = ("_static", "_sources", "_downloads", "_images")
     return sorted(
@@ -86,14 +151,8 @@ def test_every_page_renders(site):
             )
             if redirect:  # the root index redirects
                 page.wait_for_url(f"**/{redirect.group(1)}", wait_until="load")
-            has_math = page.evaluate(
-                "document.querySelector('.math, .MathJax, mjx-container, span.math') !== null"
-            )
+            has_math = _wait_for_math(page)
             if has_math:
-                page.wait_for_function(
-                    "window.MathJax && MathJax.startup && MathJax.startup.document", timeout=20000
-                )
-                page.evaluate("MathJax.startup.promise")
                 n_typeset = page.evaluate("document.querySelectorAll('mjx-container').length")
                 n_errors = page.evaluate("document.querySelectorAll('mjx-merror').length")
                 if n_typeset == 0 or n_errors:
@@ -109,6 +168,22 @@ def test_every_page_renders(site):
             text = page.inner_text("body")
             if "Traceback (most recent call last)" in text:
                 problems.append(f"{rel}: a Python traceback is shown")
+            for found in sorted(set(m.group(0) for m in BUILD_PATHS.finditer(page.content()))):
+                problems.append(f"{rel}: a path of the build machine is on the page: {found!r}")
+            warned = sorted({text[m.start() : m.end() + 40] for m in PY_WARNING.finditer(text)})
+            if warned:
+                problems.append(f"{rel}: a Python warning is shown: {warned}")
+            if rel.startswith("notebooks/"):
+                for img in page.evaluate(FIGURE_PROBLEMS_JS):
+                    if not img["caption"] or not img["numbered"]:
+                        problems.append(
+                            f"{rel}: an output image without a numbered caption (a figure needs "
+                            f"mystnb figure metadata; an equation must be typeset): {img['src']}"
+                        )
+                    if not img["alt"].strip() or HASH_ALT.search(img["alt"].strip()):
+                        problems.append(
+                            f"{rel}: figure {img['src']} has no real alt text: {img['alt']!r}"
+                        )
             if rel.startswith("notebooks/") and page.query_selector("table.lmbook-claims") is None:
                 problems.append(f"{rel}: no claims table")
             if errors:
@@ -125,3 +200,40 @@ def test_every_page_renders(site):
         browser.close()
     assert not problems, "\n".join(problems)
     assert len(list(shots.glob("*.png"))) == len(_pages(html))
+
+
+def test_phone_width(site):
+    """At a 400 px viewport no claims table or display equation widens the page: each fits, or
+    scrolls inside its own box. Chapter pages, the claims ledger and the claim standard are checked;
+    their screenshots go to _build/screenshots/400px/."""
+    executable = _chromium()
+    playwright = pytest.importorskip("playwright.sync_api")
+    html, base = site
+    shots = ROOT / "_build" / "screenshots" / "400px"
+    shots.mkdir(parents=True, exist_ok=True)
+    pages = [
+        rel
+        for rel in _pages(html)
+        if rel.startswith("notebooks/") or rel in ("book/claims.html", "book/claim-standard.html")
+    ]
+    assert pages
+    problems = []
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=executable, headless=True, args=CHROMIUM_FLAGS)
+        page = browser.new_page(viewport={"width": 400, "height": 800})
+        for rel in pages:
+            page.goto(f"{base}/{rel}", wait_until="load")
+            _wait_for_math(page)
+            found = page.evaluate(OVERFLOW_JS)
+            if found["wide"]:
+                problems.append(f"{rel}: wider than the 400 px viewport: {found['wide']}")
+            if found["page"] > found["viewport"] + 1:
+                problems.append(
+                    f"{rel}: the page scrolls sideways ({found['page']} px of {found['viewport']})"
+                )
+            page.screenshot(
+                path=str(shots / (rel.replace("/", "__").removesuffix(".html") + ".png")),
+                full_page=True,
+            )
+        browser.close()
+    assert not problems, "\n".join(problems)

@@ -58,13 +58,13 @@ def load_verified(directory: Path) -> dict[str, dict]:
     return out
 
 
-def panel_markdown(entry: dict | None) -> str:
+def panel_markdown(entry: dict | None, chapter: str | None = None) -> str:
     """The MyST admonition shown at the end of a chapter page."""
     if entry is None:
         return (
             "```{admonition} Not yet verified at full scale\n:class: note\n"
             "No full-scale records have been committed for this chapter. "
-            "`lmbook run CHAPTER --profile full` "
+            f"`lmbook run {chapter or 'CHAPTER'} --profile full` "
             "on a GPU writes them to `book/verified/`.\n```"
         )
     v = entry.get("versions", {})

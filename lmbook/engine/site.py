@@ -23,7 +23,7 @@ from pathlib import Path
 
 from ..records import versions
 from .chapters import PARTS, ROMAN, discover
-from .ledger import load_records, markdown_table, notes_markdown
+from .ledger import claims_table_block, load_records, notes_markdown
 from .provenance import VERIFIED_DIR, load_verified, panel_markdown
 from .runner import default_out, run_chapters, summary
 from .sweep import SWEEP_FILE
@@ -72,7 +72,7 @@ def ledger_markdown(run_dir: Path, chapters) -> str:
                 f"profile `{first['profile']}` · device {first['device']} · seed {first['seed']} · "
                 f"torch {first['versions'].get('torch')}",
                 "",
-                markdown_table(recs, show_chapter=False),
+                claims_table_block(recs, f"Claims of {c.title}"),
                 "",
                 notes_markdown(recs),
                 "",
@@ -224,24 +224,22 @@ def chapter_tail(chapter, run_dir: Path, verified: dict) -> str:
     passed = sum(bool(r["passed"]) for r in records)
     profile = records[0]["profile"] if records else "-"
     device = records[0]["device"] if records else "-"
-    table = markdown_table(records, show_chapter=False) if records else "_No claim records._"
+    table = claims_table_block(records, "Claims of this run") if records else "_No claim records._"
     return "\n".join(
         [
             "## Claims of this run",
             "",
             f"{passed} of {len(records)} claims passed (profile `{profile}`, device {device}); "
-            "see {doc}`how to read a claim <../book/claim-standard>` and the "
-            "{doc}`claims ledger <../book/claims>` for every chapter.",
-            "",
-            "```{table}",
-            ":class: lmbook-claims",
+            "see {doc}`how to read a claim <../book/claim-standard>`, its "
+            "{ref}`glossary <claim-glossary>`, and the "
+            "{doc}`claims ledger <../book/claims>` for every chapter. Each claim's verdict is also "
+            "printed where the chapter makes it.",
             "",
             table,
-            "```",
             "",
             notes_markdown(records),
             "",
-            panel_markdown(verified.get(chapter.id)),
+            panel_markdown(verified.get(chapter.id), chapter.id),
             "",
             "Download this chapter: "
             f"{{download}}`executed notebook (.ipynb) <{chapter.path.stem}.ipynb>` · "
@@ -262,18 +260,26 @@ def merged_notebook(chapter, executed: Path, tail: str):
 
     src = jupytext.read(chapter.path)
     exe = nbformat.read(executed, as_version=4)
-    injected = [c for c in exe.cells if "injected-parameters" in c.metadata.get("tags", [])]
-    exe_code = [c for c in exe.cells if c.cell_type == "code" and c not in injected]
+    # papermill's injected-parameters cell holds the run folder, an absolute path of the machine
+    # that ran the chapter: it is not shown (the parameters cell above it says what can be set).
+    exe_code = [
+        c
+        for c in exe.cells
+        if c.cell_type == "code" and "injected-parameters" not in c.metadata.get("tags", [])
+    ]
     src_code = [c for c in src.cells if c.cell_type == "code"]
     if [c.source for c in src_code] != [c.source for c in exe_code]:
-        cells = list(exe.cells)  # the code changed since it ran: show the run as it was
+        # the code changed since it ran: show the run as it was
+        cells = [c for c in exe.cells if "injected-parameters" not in c.metadata.get("tags", [])]
     else:
         cells, outputs = [], iter(exe_code)
         for c in src.cells:
             if c.cell_type == "code":
-                cells.append(next(outputs))
-                if "parameters" in c.metadata.get("tags", []):
-                    cells.extend(injected)
+                cell = next(outputs)
+                # the source's metadata (figure captions, alt text, tags such as hide-input) is
+                # current even when the outputs are reused
+                cell.metadata = nbformat.from_dict(dict(c.metadata))
+                cells.append(cell)
             else:
                 cells.append(c)
     exe.cells = cells + [nbformat.v4.new_markdown_cell(tail)]
