@@ -1,18 +1,26 @@
 """Shared fixtures: the project root, a fixture project with one tiny chapter, and one ci run of the
 real chapters shared by the chapter tests and the book-build test."""
 
-import shutil
-import subprocess
-import sys
-from pathlib import Path
+import os
 
-import pytest
+# Chapters are small float64 computations: one thread each is faster (and far faster on a busy
+# machine), and the chapters then run side by side, one per core. Set before torch is imported;
+# the chapters' kernels inherit it.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-from lmbook.engine.chapters import discover
-from lmbook.engine.runner import default_out, run_chapters
+import shutil  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+from lmbook.engine.chapters import discover  # noqa: E402
+from lmbook.engine.runner import default_out, run_chapters  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
+JOBS = max(1, min(4, os.cpu_count() or 1))  # chapters run at once in the chapter tests
 
 
 @pytest.fixture
@@ -40,7 +48,7 @@ def ci_run():
     folder `lmbook build --profile ci` reads, so the build test does not execute them again)."""
     chapters = discover(ROOT)
     out = default_out(ROOT, "ci")
-    results = run_chapters(chapters, "ci", "auto", 0, out)
+    results = run_chapters(chapters, "ci", "auto", 0, out, jobs=JOBS)
     return chapters, results, out
 
 

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 import yaml
-from conftest import ROOT
+from conftest import JOBS, ROOT
 
 from lmbook.engine.chapters import PARTS, ROMAN, discover
 from lmbook.engine.ledger import load_records
@@ -36,7 +36,7 @@ def test_claims_hold_for_another_seed(tmp_path):
 
     Run every chapter with seed 1.
     """
-    results = run_chapters(discover(ROOT), "ci", "auto", 1, tmp_path)
+    results = run_chapters(discover(ROOT), "ci", "auto", 1, tmp_path, jobs=JOBS)
     failures = [f"{r.id} ({r.status}): {r.message}" for r in results if not r.ok]
     assert not failures, "\n\n".join(failures)
     assert all(r["seed"] == 1 and r["passed"] for r in load_records(tmp_path))

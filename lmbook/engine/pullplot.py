@@ -35,8 +35,9 @@ def _clip(v: float) -> float:
     return max(-SYMLOG_LIMIT, min(SYMLOG_LIMIT, v))
 
 
-def pull_figure(records: list[dict], path: Path, chapters=None, title: str | None = None) -> Path:
-    """Draw the pull plot of `records` (claim records, ledger order) into `path` (SVG)."""
+def pull_figure(records: list[dict], path, chapters=None, title: str | None = None) -> Path:
+    """Draw the pull plot of `records` (claim records, ledger order) into `path` (SVG, or an open
+    binary file)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -122,8 +123,10 @@ def pull_figure(records: list[dict], path: Path, chapters=None, title: str | Non
     )
     if title:
         fig.suptitle(title, fontsize=9)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format="svg")
+    if isinstance(path, (str, Path)):
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+    with plt.rc_context({"svg.hashsalt": "lmbook"}):  # the same records give the same file
+        fig.savefig(path, format="svg", metadata={"Date": None})
     plt.close(fig)
     return path

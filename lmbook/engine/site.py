@@ -21,14 +21,18 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+import yaml
+
 from ..records import versions
 from .chapters import PARTS, ROMAN, discover
+from .directions import directions_markdown
 from .ledger import claims_table_block, load_records, notes_markdown
 from .provenance import VERIFIED_DIR, load_verified, panel_markdown
-from .runner import default_out, run_chapters, summary
+from .runner import ChapterResult, default_out, run_chapters, summary
 from .sweep import SWEEP_FILE
 
 LEDGER_MARKER = "<!-- lmbook:ledger -->"
+DIRECTIONS_MARKER = "<!-- lmbook:open-directions -->"
 STATUS_MARKER = "<!-- lmbook:status -->"
 
 
@@ -54,6 +58,8 @@ def ledger_markdown(run_dir: Path, chapters) -> str:
         f"across {len({r['chapter'] for r in records})} chapters "
         f"(profile {', '.join(profiles) or '-'}; device {', '.join(devices) or '-'}).",
         "",
+        pull_figure_markdown("pulls/all.svg", "fig-pulls-all", "every claim of the book"),
+        "",
     ]
     for part, name in PARTS.items():
         in_part = [c for c in chapters if c.part == part]
@@ -78,6 +84,50 @@ def ledger_markdown(run_dir: Path, chapters) -> str:
                 "",
             ]
     return "\n".join(lines)
+
+
+PULL_CAPTION = (
+    "Pull plot of {what}, grouped by part and chapter. Left, the agrees claims: circles are "
+    "the measured pull (measured − predicted)/allowed, error bars its standard error in the "
+    "same units; the shaded band [−1, 1] is where a claim passes; crosses mark the rival's "
+    "prediction in the same units (linear inside ±1, logarithmic outside). Right, the breaks "
+    "claims: squares are the miss in bands, which must exceed 1 (the shaded region is where the "
+    "theory would still hold). Open blue markers passed, orange failed."
+)
+
+
+def pull_figure_markdown(path: str, name: str, what: str) -> str:
+    """A MyST figure directive for a pull plot written by `write_pull_plots`."""
+    return "\n".join(
+        [
+            f"```{{figure}} {path}",
+            f":name: {name}",
+            f":alt: Pull plot of {what}: each claim's measured pull with its error bar against the "
+            "pass band, rivals as crosses, breaks claims in a right-hand panel",
+            ":width: 100%",
+            "",
+            PULL_CAPTION.format(what=what),
+            "```",
+        ]
+    )
+
+
+def write_pull_plots(src: Path, run_dir: Path, chapters) -> None:
+    """The ledger page's pull plot (book/pulls/all.svg) and one per chapter (notebooks/pulls/)."""
+    import io
+
+    from .pullplot import pull_figure
+
+    records = load_records(run_dir) if (Path(run_dir) / "claims").is_dir() else []
+    jobs = [(records, src / "book" / "pulls" / "all.svg")]
+    jobs += [
+        ([r for r in records if r["chapter"] == c.id], src / "notebooks" / "pulls" / f"{c.id}.svg")
+        for c in chapters
+    ]
+    for recs, dest in jobs:
+        buf = io.BytesIO()
+        pull_figure(recs, buf, chapters)
+        _sync(buf.getvalue(), dest)
 
 
 def _runs(run_dir: Path) -> list[dict]:
@@ -237,6 +287,12 @@ def chapter_tail(chapter, run_dir: Path, verified: dict) -> str:
             "",
             table,
             "",
+            pull_figure_markdown(
+                f"pulls/{chapter.id}.svg", f"fig-pulls-{chapter.id}", "this chapter's claims"
+            )
+            if records
+            else "",
+            "",
             notes_markdown(records),
             "",
             panel_markdown(verified.get(chapter.id), chapter.id),
@@ -248,7 +304,23 @@ def chapter_tail(chapter, run_dir: Path, verified: dict) -> str:
     )
 
 
-def merged_notebook(chapter, executed: Path, tail: str):
+def colab_cell(repository: str):
+    """The first cell of a staged chapter: installs lmbook from the repository where it is missing
+    (a Colab launch). Tagged remove-cell, so the website does not show it."""
+    import nbformat
+
+    cell = nbformat.v4.new_code_cell(
+        "# Colab and other fresh kernels: install lmbook and its dependencies when missing\n"
+        "import importlib.util\n"
+        "\n"
+        'if importlib.util.find_spec("lmbook") is None:\n'
+        f'    %pip install --quiet "lmbook @ git+{repository}"'
+    )
+    cell.metadata["tags"] = ["remove-cell"]
+    return cell
+
+
+def merged_notebook(chapter, executed: Path, tail: str, repository: str | None = None):
     """The chapter's current text with the outputs of its execution, plus `tail` as a last
     markdown cell.
 
@@ -282,7 +354,11 @@ def merged_notebook(chapter, executed: Path, tail: str):
                 cells.append(cell)
             else:
                 cells.append(c)
-    exe.cells = cells + [nbformat.v4.new_markdown_cell(tail)]
+    exe.cells = (
+        ([colab_cell(repository)] if repository else [])
+        + cells
+        + [nbformat.v4.new_markdown_cell(tail)]
+    )
     for i, cell in enumerate(exe.cells):
         cell["id"] = f"cell-{i}"
     return nbformat.writes(exe)
@@ -307,6 +383,8 @@ def stage(root: Path, run_dir: Path, executed: list[str] | None = None) -> Path:
     for f in (root / "book").rglob("*"):
         if f.is_file():
             data = f.read_text() if f.suffix == ".md" else f.read_bytes()
+            if f.name == "open-directions.md":
+                data = data.replace(DIRECTIONS_MARKER, directions_markdown(chapters))
             if f.name == "claims.md":
                 data = data.replace(LEDGER_MARKER, ledger_markdown(run_dir, chapters))
             if f.name == "status.md":
@@ -315,11 +393,14 @@ def stage(root: Path, run_dir: Path, executed: list[str] | None = None) -> Path:
                     status_markdown(run_dir, chapters, verified, executed or [], root / SWEEP_FILE),
                 )
             _sync(data, src / f.relative_to(root))
+    write_pull_plots(src, run_dir, chapters)
+    config = yaml.safe_load((root / "_config.yml").read_text()) or {}
+    repository = (config.get("repository") or {}).get("url")
     keep = set()
     for c in chapters:
         executed_nb = run_dir / "notebooks" / f"{c.path.stem}.ipynb"
         _sync(
-            merged_notebook(c, executed_nb, chapter_tail(c, run_dir, verified)),
+            merged_notebook(c, executed_nb, chapter_tail(c, run_dir, verified), repository),
             src / "notebooks" / executed_nb.name,
         )
         _sync(c.path.read_bytes(), src / "notebooks" / "sources" / c.path.name)
@@ -348,12 +429,36 @@ def stage(root: Path, run_dir: Path, executed: list[str] | None = None) -> Path:
     return src
 
 
-def build(root: Path, profile: str, jobs: int = 1) -> int:
-    """Execute what is not current for `profile`, then render the site. Returns an exit code."""
+def build(root: Path, profile: str, jobs: int = 1, runs=None) -> int:
+    """Execute what is not current for `profile`, then render the site. Returns an exit code.
+
+    With `runs` (run folders made elsewhere, e.g. one per GPU job), nothing executes: the folders
+    are merged (lmbook.engine.merge) into `_build/runs/merged` and the site is built from them.
+    The site also serves the ledger as `claims.json`, for `lmbook claims diff`.
+    """
     chapters = discover(root)
-    run_dir = default_out(root, profile)
     t0 = time.perf_counter()
-    results = run_chapters(chapters, profile, "auto", 0, run_dir, jobs=jobs)
+    if runs:
+        from .merge import merge_runs
+
+        run_dir = merge_runs(runs, root / "_build" / "runs" / "merged", chapters)
+        results = [
+            ChapterResult(
+                r["chapter"],
+                r["chapter"],
+                r["status"],
+                r["claims_passed"],
+                r["claims_total"],
+                r["wall_seconds"],
+                r.get("message", ""),
+            )
+            for r in _runs(run_dir)
+        ]
+        if {r["profile"] for r in _runs(run_dir)} - {profile}:
+            print(f"note: the merged runs are not at the {profile!r} profile", file=sys.stderr)
+    else:
+        run_dir = default_out(root, profile)
+        results = run_chapters(chapters, profile, "auto", 0, run_dir, jobs=jobs)
     t_exec = time.perf_counter() - t0
     print(summary(results))
     missing = [
@@ -363,7 +468,8 @@ def build(root: Path, profile: str, jobs: int = 1) -> int:
         print(f"cannot build: no executed notebook for {', '.join(missing)}", file=sys.stderr)
         return 1
     t1 = time.perf_counter()
-    src = stage(root, run_dir, executed=[r.id for r in results if r.status != "cached"])
+    executed = [] if runs else [r.id for r in results if r.status != "cached"]
+    src = stage(root, run_dir, executed=executed)
     jb = shutil.which("jupyter-book", path=str(Path(sys.executable).parent)) or shutil.which(
         "jupyter-book"
     )
@@ -376,9 +482,11 @@ def build(root: Path, profile: str, jobs: int = 1) -> int:
             file=sys.stderr,
         )
         return 1
-    executed = sum(r.status != "cached" for r in results)
+    html = root / "_build" / "html"
+    _sync(json.dumps(load_records(run_dir), indent=1), html / "claims.json")
     print(
-        f"site: {root / '_build' / 'html' / 'index.html'}  "
-        f"({executed} chapters executed in {t_exec:.1f} s, rendered in {t_render:.1f} s)"
+        f"site: {html / 'index.html'}  "
+        f"({len(executed)} chapters executed in {t_exec:.1f} s, rendered in {t_render:.1f} s); "
+        f"ledger: {html / 'claims.json'}"
     )
     return 0 if all(r.ok for r in results) else 1
