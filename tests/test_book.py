@@ -27,6 +27,11 @@ def test_the_book_builds_and_shows_the_claims(built_site):
         assert "Traceback" not in page
         assert c.title in ledger and c.id in status
     assert "claims passed" in ledger and "half_time_s4" in ledger
+    assert "Pull plot of every claim" in ledger and ".svg" in ledger, "the ledger's pull plot"
+    records = json.loads((html / "claims.json").read_text())
+    assert {r["chapter"] for r in records} == {c.id for c in discover(ROOT)}, "claims.json"
+    directions = (html / "book" / "open-directions.html").read_text()
+    assert all(c.title.split(":")[0] in directions for c in discover(ROOT))
     assert "torch" in status and "jupyter-book" in status and "total" in status
 
 

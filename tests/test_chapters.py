@@ -92,3 +92,13 @@ def test_a_wrong_prediction_makes_the_run_fail(tmp_path, monkeypatch):
     )
     failed = [r for r in load_records(tmp_path) if not r["passed"]]
     assert failed and all(r["prediction_scale"] == 1.2 for r in failed)
+
+
+def test_every_chapter_touches_an_open_direction_and_links_the_page():
+    """The open-directions page is generated from the front matter; each chapter's "Open questions"
+    section links back to it."""
+    for c in discover(ROOT):
+        assert c.open_directions, f"{c.id}: list open_directions in the front matter"
+        text = c.path.read_text()
+        section = text[text.index("## Open questions") : text.index("## References")]
+        assert "../book/open-directions" in section, f"{c.id}: Open questions must link the page"
