@@ -102,7 +102,7 @@ def coord_check(
     def rms(t):
         return t.square().flatten(1).mean(1).sqrt()
 
-    acts, pres = mlp._forward(net, params, x)
+    acts, pres = mlp.forward(net, params, x)
     h0, f0 = pres[:-1], pres[-1]
     out_h, out_f, grad0 = [], [], None
     cache = (acts, pres)
@@ -119,7 +119,7 @@ def coord_check(
             v[k].mul_(b2).addcmul_(g[k], g[k], value=1 - b2)
             denom = (v[k] / (1 - b2**t)).sqrt_().add_(eps)
             params[k] = p.addcdiv(m[k], denom, value=-lr * scales[k] / (1 - b1**t))
-        cache = mlp._forward(net, params, x)
+        cache = mlp.forward(net, params, x)
         out_h.append(torch.stack([rms(h - h_0) for h, h_0 in zip(cache[1][:-1], h0)]))
         out_f.append(rms(cache[1][-1] - f0))
     return {

@@ -136,8 +136,9 @@ def init(net: Net, networks: int, generator=None, dtype=torch.float64, device=No
     return out
 
 
-def _forward(net: Net, params: dict, x: torch.Tensor):
-    """(acts, pres): a_0 = x, ..., a_L and z_0, ..., z_L (z_L = f, shape (S, P, k))."""
+def forward(net: Net, params: dict, x: torch.Tensor):
+    """(acts, pres): a_0 = x, ..., a_L and z_0, ..., z_L (z_L = f, shape (S, P, k)); the cache
+    that `grads` accepts."""
     phi = ACTIVATIONS[net.activation][0]
     sc = net.scales()
     acts, pres = [x], []
@@ -154,12 +155,12 @@ def _forward(net: Net, params: dict, x: torch.Tensor):
 
 def apply(net: Net, params: dict, x: torch.Tensor) -> torch.Tensor:
     """f(x) of every network, shape (S, P, k); x is (P, d) shared or (S, P, d) per network."""
-    return _forward(net, params, x)[1][-1]
+    return forward(net, params, x)[1][-1]
 
 
 def preactivations(net: Net, params: dict, x: torch.Tensor) -> list:
     """The hidden pre-activations [z_0, ..., z_{L-1}], each (S, P, n_{i+1})."""
-    return _forward(net, params, x)[1][:-1]
+    return forward(net, params, x)[1][:-1]
 
 
 def loss(net: Net, params: dict, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -169,10 +170,10 @@ def loss(net: Net, params: dict, x: torch.Tensor, y: torch.Tensor) -> torch.Tens
 
 def grads(net: Net, params: dict, x: torch.Tensor, g_out: torch.Tensor, cache=None) -> dict:
     """Closed-form backpropagation: the gradients of sum_{s,p,k} g_out[s,p,k] f_s(x_p)_k with
-    respect to every tensor (g_out (S, P, k)); `cache` = _forward(net, params, x) when already
+    respect to every tensor (g_out (S, P, k)); `cache` = forward(net, params, x) when already
     computed."""
     dphi = ACTIVATIONS[net.activation][1]
-    acts, pres = _forward(net, params, x) if cache is None else cache
+    acts, pres = forward(net, params, x) if cache is None else cache
     sc = net.scales()
     out, g = {}, g_out
     for i in range(net.depth - 1, -1, -1):
@@ -188,7 +189,7 @@ def grads(net: Net, params: dict, x: torch.Tensor, g_out: torch.Tensor, cache=No
 def _jacobians(net: Net, params: dict, x: torch.Tensor):
     """(acts, [G_0, ..., G_L]) with G_l = df/dz_l, shape (S, P, k, n_{i+1})."""
     dphi = ACTIVATIONS[net.activation][1]
-    acts, pres = _forward(net, params, x)
+    acts, pres = forward(net, params, x)
     S, P, k = pres[-1].shape
     G = [torch.eye(k, dtype=pres[-1].dtype, device=pres[-1].device).expand(S, P, k, k)]
     for i in range(net.depth - 1, 0, -1):
@@ -262,7 +263,7 @@ def train(
     rec = {"step": [], "train": [], "loss": [], "eval": []}
     P = x.shape[-2]
     for t in range(steps + 1):
-        cache = _forward(net, params, x)
+        cache = forward(net, params, x)
         F = cache[1][-1] if a is None else a[:, None, None] * (cache[1][-1] - f0)
         if t % every == 0 or t == steps:
             rec["step"].append(t)
