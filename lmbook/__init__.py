@@ -3,6 +3,7 @@
 `claims.agrees(...)` and `claims.breaks(...)`, budgets as `Tol`s and rivals as `Rival`s."""
 
 from .claims import ClaimRecord, Claims, Rival, Tol
+from .eigenlearning import eigenlearning
 from .errors import ClaimFailed, UsageError
 from .kernels import relu_nngp_ntk
 from .profiles import (
@@ -37,4 +38,5 @@ __all__ = [
     "sizes",
     "start",
     "relu_nngp_ntk",
+    "eigenlearning",
 ]
