@@ -186,6 +186,14 @@ def test_every_page_renders(site):
                         )
             if rel.startswith("notebooks/") and page.query_selector("table.lmbook-claims") is None:
                 problems.append(f"{rel}: no claims table")
+            if rel.startswith("notebooks/") or rel == "book/claims.html":
+                pulls = page.evaluate(
+                    "Array.from(document.querySelectorAll('figure img'))"
+                    ".filter(i => i.src.endsWith('.svg') && i.complete && i.naturalWidth > 0)"
+                    ".length"
+                )
+                if not pulls:
+                    problems.append(f"{rel}: the pull plot did not load")
             if errors:
                 problems.append(f"{rel}: uncaught JavaScript errors: {errors}")
             if external:
