@@ -19,7 +19,7 @@ def test_list_json():
     done = lmbook("list", "--format", "json")
     assert done.returncode == 0, done.stderr
     rows = json.loads(done.stdout)
-    assert rows and all(set(r) == {"id", "part", "title", "path"} for r in rows)
+    assert rows and all(set(r) == {"id", "part", "title", "path", "open_directions"} for r in rows)
     assert "deep-linear" in {r["id"] for r in rows}
     assert lmbook("list").returncode == 0
 
