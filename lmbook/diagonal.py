@@ -162,19 +162,24 @@ def train(X, y, alpha, lr, steps: int, batch_size: int | None = None,
     """(Stochastic) gradient descent on (u, v), beta = u*u - v*v, from u = v = alpha, for a batch of
     problems and initialisation scales at once.
 
-    X (R, n, d), y (R, n) torch tensors; alpha (A,) the scales; lr a number or (A,) per-scale
-    steps. Every (problem, alpha) pair is one network: u, v of shape (R, A, d). With batch_size,
+    X (R, n, d), y (R, n) torch tensors; alpha (A,) the scales; lr a number, (A,) per-scale
+    steps or (R, A) one step per network. Every (problem, alpha) pair is one network: u, v of shape (R, A, d). With batch_size,
     each step uses `batch_size` samples drawn uniformly with replacement (independently per
     network) and the gradient X_B^T (X_B beta - y_B) / batch_size: SGD. Returns a dict with the
     final "u", "v", "beta", the final training "loss" (R, A), and with record_every > 0 the
     step indices "times" and the training "losses" (T, R, A) recorded every `record_every` steps;
     with `threshold` also "crossing" (R, A): the first time (lr * steps, linearly interpolated
-    between steps) at which max_i |beta_i| reaches the threshold (NaN if never). The sampled
-    indices are drawn on the CPU from `generator` in chunks of 256 steps."""
+    between steps) at which max_i |beta_i| reaches the threshold (NaN if never). Always also
+    "loss_integral" (R, A): sum over steps of lr * L(beta), the integral of the full training loss
+    over time t (Pesme et al.'s int L dt), and "grad_sq_sum" (R, A, d): sum over steps of
+    lr^2 E[g_i^2], the expectation of the squared step gradient over the sampled batch given the
+    current beta (full batch: g_i^2 itself). The sampled indices are drawn on the CPU from
+    `generator` in chunks of 256 steps."""
     R, n, d = X.shape
     alpha = torch.as_tensor(alpha, dtype=X.dtype, device=X.device)
     A = alpha.numel()
-    lr_t = torch.as_tensor(lr, dtype=X.dtype, device=X.device).expand(A).reshape(1, A, 1)
+    lr_t = torch.as_tensor(lr, dtype=X.dtype, device=X.device)
+    lr_t = lr_t[..., None] if lr_t.ndim == 2 else lr_t.expand(A).reshape(1, A, 1)
     u = alpha.reshape(1, A, 1).expand(R, A, d).clone()
     v = u.clone()
     Xt = X.transpose(1, 2)
@@ -182,6 +187,9 @@ def train(X, y, alpha, lr, steps: int, batch_size: int | None = None,
     chunk = 256
     crossing = torch.full((R, A), math.nan, dtype=X.dtype, device=X.device)
     prev = torch.zeros(R, A, dtype=X.dtype, device=X.device)
+    loss_int = torch.zeros(R, A, dtype=X.dtype, device=X.device)
+    grad_sq = torch.zeros(R, A, d, dtype=X.dtype, device=X.device)
+    X2 = X * X
     for step in range(steps + 1):
         beta = u * u - v * v
         resid = beta @ Xt - y[:, None, :]                          # (R, A, n)
@@ -197,16 +205,23 @@ def train(X, y, alpha, lr, steps: int, batch_size: int | None = None,
             prev = top
         if step == steps:
             break
+        full = resid @ X / n                                        # (R, A, d)
+        loss_int = loss_int + lr_t[..., 0] * (resid**2).mean(-1) / 2
         if batch_size is None:
-            g = resid @ X / n                                       # (R, A, d)
+            g = full
+            grad_sq = grad_sq + lr_t**2 * g * g
         else:
+            # E[g_i^2], b samples with replacement: gbar^2 + (E_j[(x_ji r_j)^2] - gbar^2) / b
+            per_sample = (resid * resid) @ X2 / n
+            grad_sq = grad_sq + lr_t**2 * (full * full + (per_sample - full * full) / batch_size)
             if step % chunk == 0:                                   # sample counts, per network
                 idx = torch.randint(0, n, (chunk, R, A, batch_size), generator=generator)
                 counts = torch.nn.functional.one_hot(idx, n).sum(-2).to(X.dtype).to(X.device)
             g = (resid * counts[step % chunk]) @ X / batch_size
         u = u * (1 - 2 * lr_t * g)
         v = v * (1 + 2 * lr_t * g)
-    out = {"u": u, "v": v, "beta": beta, "loss": (resid**2).mean(-1) / 2}
+    out = {"u": u, "v": v, "beta": beta, "loss": (resid**2).mean(-1) / 2,
+           "loss_integral": loss_int, "grad_sq_sum": grad_sq}
     if record_every:
         out["times"] = torch.tensor(times, dtype=X.dtype)
         out["losses"] = torch.stack(losses)
@@ -221,3 +236,23 @@ def effective_alpha(u, v):
     smaller after discrete steps; a step with 2 lr |g_i| > 1 flips the sign of u_i or v_i, hence the
     absolute value)."""
     return torch.sqrt((u * v).abs())
+
+
+def finite_time_l1(X, beta, alpha, resid, per_coordinate: bool = False):
+    """First-order change of ||beta_alpha(yhat)||_1 when the targets move from yhat to yhat + resid,
+    at a beta of the mirror form beta = 2 alpha^2 sinh(X^T mu) (the Q_alpha interpolator of yhat):
+    differentiating X beta = yhat with d beta = D X^T d mu, D = diag(2 alpha^2 cosh(X^T mu)) =
+    diag(sqrt(beta^2 + 4 alpha^4)), gives d beta = D X^T (X D X^T)^{-1} resid, and the l1 norm moves
+    by sign(beta)^T d beta. X (..., n, d), beta (..., d), resid (..., n); alpha one scale per
+    problem (broadcast over the batch axes), or per coordinate (..., d) with per_coordinate=True.
+    Returns the signed shift, shape (...)."""
+    X = torch.as_tensor(X, dtype=torch.float64)
+    beta = torch.as_tensor(beta, dtype=torch.float64, device=X.device)
+    resid = torch.as_tensor(resid, dtype=torch.float64, device=X.device)
+    a = torch.as_tensor(alpha, dtype=torch.float64, device=X.device)
+    a2 = a**2 if per_coordinate else (a**2)[..., None]
+    D = torch.sqrt(beta**2 + 4 * a2**2)
+    M = torch.einsum("...nd,...d,...md->...nm", X, D, X)
+    w = torch.linalg.solve(M, resid[..., None])[..., 0]
+    dbeta = D * torch.einsum("...nd,...n->...d", X, w)
+    return (torch.sign(beta) * dbeta).sum(-1)

@@ -139,3 +139,39 @@ def test_sgd_runs_and_is_reproducible(problem):
     assert torch.equal(runs[0], runs[1]) and torch.isfinite(runs[0]).all()
     with pytest.raises(ValueError):
         dg.interpolator(X, y, float("nan"))
+
+
+def test_finite_time_l1_is_the_derivative_of_the_interpolator(problem):
+    X, y, _ = problem
+    gen = torch.Generator().manual_seed(7)
+    for alpha in (0.01, 0.3, 3.0):
+        beta = dg.interpolator(X, y, alpha)
+        resid = 1e-6 * torch.randn(y.shape, generator=gen, dtype=F64)
+        moved = dg.interpolator(X, y + resid, alpha, tol=1e-14)
+        shift = dg.finite_time_l1(X, beta, alpha, resid)
+        exact = moved.abs().sum(-1) - beta.abs().sum(-1)
+        assert torch.allclose(shift, exact, rtol=1e-3, atol=1e-12)
+    a_vec = torch.full((3, 30), 0.3, dtype=F64)
+    assert torch.allclose(dg.finite_time_l1(X, beta, a_vec, resid, per_coordinate=True),
+                          dg.finite_time_l1(X, beta, 0.3, resid))
+
+
+def test_train_integrals(problem):
+    X, y, _ = problem
+    lr, steps = 0.01, 50
+    out = dg.train(X, y, torch.tensor([0.5]), lr, steps, record_every=1)
+    assert torch.allclose(out["loss_integral"], lr * out["losses"][:-1].sum(0))
+    # full batch: E[g^2] is g^2, and u v shrinks by prod(1 - 4 lr^2 g^2) ~ exp(-4 sum lr^2 g^2)
+    eff = dg.effective_alpha(out["u"], out["v"])
+    approx = 0.5 * torch.exp(-2 * out["grad_sq_sum"])
+    assert torch.allclose(eff, approx, rtol=1e-4)
+
+
+def test_per_network_steps(problem):
+    X, y, _ = problem
+    lrs = torch.tensor([[0.01, 0.02], [0.03, 0.01], [0.02, 0.02]], dtype=F64)
+    out = dg.train(X, y, torch.tensor([0.3, 1.0]), lrs, 40)
+    for r in range(3):
+        for a_i, a in enumerate((0.3, 1.0)):
+            one = dg.train(X[r:r + 1], y[r:r + 1], torch.tensor([a]), lrs[r, a_i].item(), 40)
+            assert torch.allclose(out["beta"][r, a_i], one["beta"][0, 0])
