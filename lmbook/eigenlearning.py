@@ -35,8 +35,8 @@ import numpy as np
 from scipy.optimize import brentq
 
 __all__ = [
-    "EigenlearningResult", "KRRDraws", "effective_ridge", "eigenlearning", "gaussian_krr",
-    "population_krr",
+    "EigenlearningResult", "KRRDraws", "circulant_krr", "circulant_spectrum", "effective_ridge",
+    "eigenlearning", "finite_size_fit", "gaussian_krr", "population_krr",
 ]
 
 
@@ -223,3 +223,84 @@ def population_krr(gram, target, n: int, ridge: float, draws: int, generator,
             out["ridge"].append(ridge * a_inv.diagonal(dim1=1, dim2=2).sum(-1))
     cat = {key: torch.cat(x).cpu().numpy() if x else None for key, x in out.items()}
     return KRRDraws(cat["test"], cat["train"], None, cat["ridge"])
+
+
+def circulant_spectrum(row, target):
+    """The eigensystem of a translation-invariant kernel on P evenly spaced points of the circle,
+    taken as the data distribution: K(x_a, x_b) = row[(b - a) mod P] (row symmetric). The complex
+    Fourier modes are orthonormal eigenfunctions, so the eigenvalues are fft(row) / P and the
+    target's power in mode k is |fft(target)_k / P|^2. Returns (eigenvalues, coefficients) as
+    numpy arrays in frequency order (eigenlearning only uses each mode's eigenvalue and power)."""
+    row = np.asarray(row, dtype=float)
+    target = np.asarray(target, dtype=float)
+    lams = np.fft.fft(row).real / row.size
+    return np.clip(lams, 0.0, None), np.abs(np.fft.fft(target)) / row.size
+
+
+def circulant_krr(row, target, n: int, ridge: float, draws: int, generator,
+                  chunk: int = 32) -> KRRDraws:
+    """Kernel ridge regression on P evenly spaced points of the circle with a translation-invariant
+    kernel, K(x_a, x_b) = row[(b - a) mod P]: each draw takes n distinct training points uniformly
+    (without replacement: keep P >> n, so that this is i.i.d. sampling up to O(n/P)), fits the
+    noiseless labels with ridge `ridge`, and measures the test MSE exactly over all P points. The
+    prediction at every point is a circular convolution of the dual coefficients with the row,
+    done by FFT: O(P log P) per draw, so P = 2^14 or more is cheap and no P x P matrix is formed.
+    row, target: (P,) torch tensors on the device to use; generator on that device."""
+    import torch
+
+    row = torch.as_tensor(row, dtype=torch.float64)
+    f = torch.as_tensor(target, dtype=torch.float64, device=row.device)
+    big_p, n = row.numel(), int(n)
+    if not 0 < n <= big_p:
+        raise ValueError(f"need 0 < n <= P = {big_p}, got n = {n}")
+    row_hat = torch.fft.rfft(row)
+    eye = torch.eye(n, dtype=torch.float64, device=row.device)
+    out = {"test": [], "train": []}
+    for start in range(0, draws, chunk):
+        r = min(chunk, draws - start)
+        idx = torch.rand(r, big_p, generator=generator, dtype=torch.float64,
+                         device=row.device).argsort(-1)[:, :n]
+        gram = row[(idx[:, None, :] - idx[:, :, None]) % big_p]
+        c = torch.linalg.cholesky(gram + ridge * eye)
+        alpha = torch.cholesky_solve(f[idx][..., None], c)[..., 0]
+        spikes = torch.zeros(r, big_p, dtype=torch.float64, device=row.device)
+        spikes.scatter_add_(1, idx, alpha)
+        pred = torch.fft.irfft(torch.fft.rfft(spikes) * row_hat, n=big_p)
+        out["test"].append(((pred - f) ** 2).mean(-1))
+        out["train"].append(ridge**2 * (alpha**2).mean(-1))
+    cat = {k: torch.cat(x).cpu().numpy() for k, x in out.items()}
+    return KRRDraws(cat["test"], cat["train"], None, None)
+
+
+def finite_size_fit(samples, ns, splits):
+    """Fit the finite-size correction of a measured average jointly over a grid of sizes.
+
+    samples[s][j]: per-draw values of a positive quantity q (an error) in the mode-split run with
+    split s at size ns[j] (s = 1 is the unsplit system). Model: mean q(s, n) = A_n (1 + c/(s n)),
+    one free A_n per size and one common c, fitted by weighted least squares (Gauss-Newton,
+    weights from the SE of each mean). The relative correction of the s = 1 run at size n is then
+    c/n. Returns (c, se_c, chi2, dof): the SE from the weights, and the fit's chi-squared with its
+    degrees of freedom (a check of the 1/(s n) form)."""
+    ns = np.asarray(ns, dtype=float)
+    splits = list(splits)
+    m = np.array([[np.mean(samples[s][j]) for j in range(ns.size)] for s in splits])
+    se = np.array([[np.std(samples[s][j], ddof=1) / math.sqrt(len(samples[s][j]))
+                    for j in range(ns.size)] for s in splits])
+    inv_sn = 1.0 / (np.asarray(splits, dtype=float)[:, None] * ns[None, :])
+    w = (1.0 / se**2).reshape(-1)
+    a, c = m[0].copy(), 0.0
+    for _ in range(50):
+        model = a[None, :] * (1 + c * inv_sn)
+        jac = np.zeros(m.shape + (ns.size + 1,))
+        for j in range(ns.size):
+            jac[:, j, j] = 1 + c * inv_sn[:, j]
+        jac[..., -1] = a[None, :] * inv_sn
+        jac = jac.reshape(-1, ns.size + 1)
+        cov = np.linalg.inv(jac.T @ (jac * w[:, None]))
+        step = cov @ (jac.T @ (w * (m - model).reshape(-1)))
+        a, c = a + step[:-1], c + step[-1]
+        if np.abs(step[-1]) < 1e-12 * (1 + abs(c)):
+            break
+    resid = (m - a[None, :] * (1 + c * inv_sn)).reshape(-1)
+    return float(c), float(math.sqrt(cov[-1, -1])), float((w * resid**2).sum()), \
+        int(m.size - ns.size - 1)

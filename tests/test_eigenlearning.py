@@ -92,3 +92,32 @@ def test_population_krr_against_gaussian_population():
     assert np.all((d.ridge_term > 0) & (d.ridge_term < 20))     # ridge tr (K + ridge)^-1 in (0, n)
     lean = gaussian_krr(lam, lam, 20, 1e-3, 0.0, 4, torch.Generator(), transfer=False)
     assert lean.learnabilities is None and lean.ridge_term is None and lean.test_mse.shape == (4,)
+
+
+def test_circulant_spectrum_and_krr_match_dense():
+    """On a small circle the FFT eigensystem and the FFT-based KRR equal the dense computation."""
+    from lmbook.eigenlearning import circulant_krr, circulant_spectrum, finite_size_fit
+
+    p = 64
+    theta = 2 * math.pi * np.arange(p) / p
+    row = np.exp(np.cos(theta) - 1) + 0.1 * np.cos(3 * theta)     # a positive-definite circulant
+    f = np.sign(np.cos(2 * theta + 0.1))
+    gram = row[(np.arange(p)[None, :] - np.arange(p)[:, None]) % p]
+    lams, vs = circulant_spectrum(row, f)
+    np.testing.assert_allclose(np.sort(lams), np.sort(np.linalg.eigvalsh(gram / p)), atol=1e-12)
+    assert (vs**2).sum() == pytest.approx((f**2).mean())                          # Parseval
+    gen = torch.Generator().manual_seed(3)
+    d = circulant_krr(torch.as_tensor(row), f, 10, 1e-3, 5, gen)
+    gen = torch.Generator().manual_seed(3)
+    idx = torch.rand(5, p, generator=gen, dtype=torch.float64).argsort(-1)[:, :10].numpy()
+    for k in range(5):
+        alpha = np.linalg.solve(gram[np.ix_(idx[k], idx[k])] + 1e-3 * np.eye(10), f[idx[k]])
+        assert d.test_mse[k] == pytest.approx(((gram[:, idx[k]] @ alpha - f) ** 2).mean())
+        assert d.train_mse[k] == pytest.approx(1e-6 * (alpha**2).mean())
+    # the joint fit recovers a planted 1/(s n) correction
+    rng = np.random.default_rng(0)
+    ns = [10, 20, 40]
+    planted = {s: [(1 + 0.8 * j) * (1 + 3.0 / (s * n_)) * (1 + 0.01 * rng.standard_normal(400))
+                   for j, n_ in enumerate(ns)] for s in (1, 2, 4)}
+    c, se_c, chi2, dof = finite_size_fit(planted, ns, (1, 2, 4))
+    assert abs(c - 3.0) < 4 * se_c and se_c < 0.3 and dof == 9 - 4
