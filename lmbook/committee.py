@@ -53,7 +53,8 @@ from . import gaussian_averages
 
 __all__ = ["derive_averages", "i2", "i3", "i4", "field_covariance", "eps_g", "rhs", "pack",
            "unpack", "integrate", "symmetric_fixed_point", "jacobian", "escape_eigen",
-           "simulate", "simulate_fields", "initial_gram", "order_parameters", "g", "dg"]
+           "simulate", "simulate_fields", "initial_gram", "order_parameters", "g", "dg",
+           "extrapolation_weights"]
 
 
 # ----------------------------------------------------------------------------- Gaussian averages
@@ -353,6 +354,19 @@ def simulate_fields(C0, K, N, eta, steps, every, rng, chunk=512):
         t += c
     alphas = np.arange(len(rec)) * every / N
     return alphas, np.stack([q for q, _ in rec]), np.stack([r for _, r in rec])
+
+
+def extrapolation_weights(Ns):
+    """Weights w_j with sum_j w_j y_j = the least-squares intercept a of y = a + c / N fitted to
+    one value y_j per input dimension N_j (the N -> infinity limit of a quantity whose finite-N
+    correction is O(1/N)). They sum to 1 and do not depend on the y_j, so w applied to one
+    replicate from each ensemble is a replicate of the intercept. Ns = (100, 200, 400) gives
+    (-1/2, 1/2, 1)."""
+    x = 1.0 / np.asarray(Ns, dtype=float)
+    if len(x) < 2 or np.ptp(x) == 0:
+        raise ValueError(f"need at least two different N, got {Ns}")
+    d = x - x.mean()
+    return 1.0 / len(x) - x.mean() * d / (d @ d)
 
 
 def g(z):

@@ -135,12 +135,12 @@ def test_simulators_follow_the_ode_over_a_short_window():
     T = np.eye(2)
     ew = committee.eps_g(Qw.numpy(), Rw.numpy(), T)                        # (3, S)
     rng = np.random.default_rng(0)
-    alphas, Qf, Rf = committee.simulate_fields(committee.initial_gram(256, K, M, N, sigma, rng),
-                                               K, N, eta, 2 * N, N, rng)
+    alphas, Qf, Rf = committee.simulate_fields(
+        committee.initial_gram(256, K, M, N, sigma, rng), K, N, eta, 2 * N, N, rng)
     ef = committee.eps_g(Qf, Rf, T)
     assert np.allclose(alphas, [0, 1, 2])
-    ode = committee.eps_g(*committee.integrate(sigma**2 * np.eye(K), np.zeros((K, M)), T, eta,
-                                               alphas), T)
+    ode = committee.eps_g(
+        *committee.integrate(sigma**2 * np.eye(K), np.zeros((K, M)), T, eta, alphas), T)
     for e in (ew, ef):
         se = e.std(1) / math.sqrt(e.shape[1])
         assert np.all(np.abs(e.mean(1)[1:] - ode[1:]) < 5 * se[1:] + 0.002), (e.mean(1), ode)
@@ -158,3 +158,55 @@ def test_reused_data_is_drawn_from_the_set():
     moved = w - w0
     cross = moved - (moved @ data.transpose(1, 2)) / (data * data).sum(-1, keepdim=True) * data
     assert cross.abs().max() < 1e-10
+
+
+class _Replay:
+    """A numpy-Generator stand-in that hands simulate_fields the whitened fields and chi^2 of
+    given inputs x, so that its step can be compared with SGD on those very inputs."""
+
+    def __init__(self, Z, chi2):
+        self.Z, self.chi2 = Z, chi2
+
+    def standard_normal(self, shape):
+        assert shape == self.Z.shape
+        return self.Z
+
+    def chisquare(self, df, shape):
+        assert shape == self.chi2.shape
+        return self.chi2
+
+
+def test_one_field_step_is_the_weight_step():
+    """One SGD step of the overlap simulator, fed the fields of a real x, changes the Gram matrix
+    exactly as the weight-space step on x does (to rounding)."""
+    K = M = 2
+    N, S, eta = 30, 3, 0.7
+    gen = torch.Generator().manual_seed(5)
+    basis, _ = torch.linalg.qr(torch.randn(N, M, generator=gen, dtype=torch.float64))
+    B = math.sqrt(N) * basis.T                                   # T = I
+    w0 = 0.6 * torch.randn(S, K, N, generator=gen, dtype=torch.float64)
+    x = torch.randn(S, 1, N, generator=gen, dtype=torch.float64)
+    _, Qw, Rw = committee.simulate(w0, B, eta, 1, 1, gen, data=x)
+    Q0, R0, T = (t.numpy() for t in committee.order_parameters(w0, B))
+    lam = (w0 @ x.transpose(1, 2))[..., 0].numpy() / math.sqrt(N)   # (S, K)
+    nu = (x[:, 0] @ B.T).numpy() / math.sqrt(N)                      # (S, M), whitened: T = I
+    # lambda = R nu + chol(Q - R R^T) z
+    z = np.stack([np.linalg.solve(np.linalg.cholesky(Q0[s] - R0[s] @ R0[s].T),
+                                  lam[s] - R0[s] @ nu[s]) for s in range(S)])
+    Z = np.concatenate([z, nu], 1).T[None]                           # (1, L, S)
+    chi2 = ((x[:, 0] ** 2).sum(-1).numpy() - (Z[0] ** 2).sum(0))[None]
+    C0 = committee.field_covariance(Q0, R0, np.eye(M))
+    _, Qf, Rf = committee.simulate_fields(C0, K, N, eta, 1, 1, _Replay(Z, chi2))
+    assert np.abs(Qf[-1] - Qw[-1].numpy()).max() < 1e-13
+    assert np.abs(Rf[-1] - Rw[-1].numpy()).max() < 1e-13
+    assert np.abs(Qf[-1] - Q0).max() > 1e-3                         # the step did something
+
+
+def test_extrapolation_weights():
+    w = committee.extrapolation_weights((100, 200, 400))
+    assert np.allclose(w, [-0.5, 0.5, 1.0])
+    Ns = np.array([50, 80, 200, 1000.0])
+    w = committee.extrapolation_weights(Ns)
+    assert w @ (0.3 + 2.0 / Ns) == pytest.approx(0.3)              # exact on a + c / N
+    with pytest.raises(ValueError):
+        committee.extrapolation_weights((100, 100))
