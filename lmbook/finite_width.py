@@ -41,8 +41,9 @@ __all__ = [
     "log_cf",
     "log_cdf",
     "log_median",
+    "derive_ntk_pair_factors",
     "ntk_ratio",
-    "ntk_ratio_neglected",
+    "residual_limit_variance",
     "forward_log_norms",
     "ntk_diagonal",
 ]
@@ -228,30 +229,69 @@ def log_median(widths, init: str = "gaussian", points: int = 4001) -> float:
     return brentq(lambda x: cdf([x])[0] - 0.5, k1 - 3 * sd, k1 + 3 * sd, xtol=1e-12)
 
 
+@lru_cache(maxsize=None)
+def derive_ntk_pair_factors():
+    """SymPy: (n, same, cross) for one hidden layer of width n: same = E[F^2] / E[F]^2 for a
+    layer whose factor plays the same role (forward or backward) in both terms of E[T_k T_k'],
+    from `derive_norm_moments`; cross = E[F B] = 4 E[K^2] / n^2 for a forward and a backward
+    factor of one layer, which share only its active count K ~ Binomial(n, 1/2) (E[K^2] from
+    sympy.stats)."""
+    from sympy.stats import Bernoulli
+    from sympy.stats import E as expect
+
+    n, mean_layer, second_layer = derive_norm_moments()
+    b = Bernoulli("b", sp.Rational(1, 2))               # one unit active; K = a sum of n of them
+    second_K = n * expect(b**2) + n * (n - 1) * expect(b) ** 2
+    cross = sp.simplify(4 * second_K / n**2)
+    return n, sp.simplify(second_layer / mean_layer**2), cross
+
+
+@lru_cache(maxsize=None)
+def _pair_factor_fns():
+    n, same, cross = derive_ntk_pair_factors()
+    return sp.lambdify(n, same, "math"), sp.lambdify(n, cross, "math")
+
+
 def ntk_ratio(width: int, depth: int) -> float:
-    """Var[Theta(x, x)] / E[Theta(x, x)]^2 at O(1/n) per layer for the network of `ntk_diagonal`
-    (depth hidden layers of width n, Theta = sum_k T_k over the depth + 1 weight matrices, equal
-    means). Each T_k is a product of one factor per hidden layer j, forward (j < k) or backward
-    (j >= k); E[T_k T_k'] / (E T_k E T_k') = (1 + 5/n)^(L - |k - k'|) (1 + 1/n)^|k - k'|: a factor
-    shared in the same role has E[F^2] = 1 + 5/n, a forward and a backward factor of one layer
-    share only its active count K (E[F B] = 4 E[K^2] / n^2 = 1 + 1/n). Correlations through a
-    weight matrix shared by a backward and the next forward factor are O(1/n^2) and neglected."""
-    n, L = float(width), int(depth)
+    """Var[Theta(x, x)] / E[Theta(x, x)]^2 by layer-pair counting for the network of
+    `ntk_diagonal` (depth hidden layers of width n, Theta = sum_k T_k over the depth + 1 weight
+    matrices, equal means). Each T_k is a product of one factor per hidden layer j, forward
+    (j < k) or backward (j >= k); E[T_k T_k'] / (E T_k E T_k') = same^(L - |k - k'|)
+    cross^|k - k'| with the per-layer factors of `derive_ntk_pair_factors` (1 + 5/n and
+    1 + 1/n). Correlations through a weight matrix shared by a backward and the next forward
+    factor (the ReLU masks depend on W) are not counted; the chapter measures them by a width
+    control."""
+    same_fn, cross_fn = _pair_factor_fns()
+    same, cross, L = same_fn(width), cross_fn(width), int(depth)
     k = np.arange(L + 1)
     d = np.abs(k[:, None] - k[None, :])
-    return float(((1 + 5 / n) ** (L - d) * (1 + 1 / n) ** d).mean() - 1)
+    return float((same ** (L - d) * cross**d).mean() - 1)
 
 
-def ntk_ratio_neglected(width: int, depth: int) -> float:
-    """The size of what `ntk_ratio` neglects, as an order-of-magnitude budget: 2/n^2 (the relative
-    covariance of |W a|^2 and |W^T g|^2 for an n x n Gaussian W with variance 1/n and unit a, g)
-    for every weight matrix shared by a backward factor of one term and a forward factor of the
-    other, max(|k - k'| - 1, 0) of them, weighted as in `ntk_ratio`."""
-    n, L = float(width), int(depth)
-    k = np.arange(L + 1)
-    d = np.abs(k[:, None] - k[None, :])
-    pair = (1 + 5 / n) ** (L - d) * (1 + 1 / n) ** d
-    return float((pair * np.maximum(d - 1, 0) * 2 / n**2).mean())
+def residual_limit_variance(points: int = 160) -> float:
+    """lim n Var[log R] for the residual stream of `forward_log_norms` with alpha = 1/sqrt(L),
+    L = n, as n -> infinity. In that limit the coordinates y_i = sqrt(n) h_i are Brownian motions
+    Y started at N(0, 1), run in the time tau = int 2 A dt with A = |relu h|^2 (so the network
+    ends at the tau* with int_0^tau* dtau / (2 A) = 1, tau* = e - 1 at leading order), and
+    linearising log R = log G(tau*) - log G(0) (G = |h|^2) in the O(n^-1/2) fluctuations of A
+    and G gives n Var log R -> Var Phi,
+        Phi = 2 int_0^{e-1} relu(Y_tau)^2 / (1 + tau)^2 dtau + Y_{e-1}^2 / e - Y_0^2,
+    for one Brownian motion with Cov(Y_s, Y_t) = 1 + min(s, t). The covariances are Gaussian:
+    Cov(relu U^2, relu V^2) = p q (k2(c) - 1/4) with k2 the degree-2 arc-cosine kernel,
+    Cov(relu U^2, V^2) = p q c^2, Cov(U^2, V^2) = 2 p q c^2 (p, q the variances, c the
+    correlation); the double integral is done by Gauss-Legendre quadrature on `points` nodes."""
+    x, w = np.polynomial.legendre.leggauss(points)
+    T = math.e - 1
+    s, w = (x + 1) * T / 2, w * T / 2
+    f = 1 / (1 + s) ** 2
+    p, q = 1 + s[:, None], 1 + s[None, :]
+    c = (1 + np.minimum(s[:, None], s[None, :])) / np.sqrt(p * q)
+    th = np.arccos(np.clip(c, -1.0, 1.0))
+    k2 = (3 * np.sin(th) * np.cos(th) + (np.pi - th) * (1 + 2 * np.cos(th) ** 2)) / (2 * np.pi)
+    var = 4 * np.einsum("i,j,i,j,ij", w, w, f, f, p * q * (k2 - 0.25))
+    var += 2 * (1 + T) ** 2 / math.e**2 + 2 - 4 / math.e                # Y_T^2 / e - Y_0^2
+    var += 4 * np.sum(w * f * (1 + s) ** 2) / math.e - 4 * np.sum(w * f)  # cross terms
+    return float(var)
 
 
 def _orthogonal(S, n, generator, dtype, device):
@@ -260,9 +300,18 @@ def _orthogonal(S, n, generator, dtype, device):
     return q * torch.sign(torch.diagonal(r, dim1=-2, dim2=-1))[:, None, :]  # Haar
 
 
+def _draw(init, S, n, generator, dtype, device):
+    if init == "gaussian":
+        return torch.randn(S, n, n, generator=generator, dtype=dtype, device=device) * math.sqrt(
+            2.0 / n)
+    if init == "orthogonal":
+        return math.sqrt(2.0) * _orthogonal(S, n, generator, dtype, device)
+    raise ValueError(f"init must be one of {INITS}, got {init!r}")
+
+
 def forward_log_norms(networks: int, width: int, depth: int, *, init: str = "gaussian",
-                      residual: float | None = None, generator=None, device=None,
-                      dtype=torch.float32, chunk: int = 4096) -> torch.Tensor:
+                      residual: float | None = None, tied: bool = False, generator=None,
+                      device=None, dtype=torch.float32, chunk: int = 4096) -> torch.Tensor:
     """log R after every layer, shape (networks, depth), float64, for `networks` independent
     square networks of width n = `width` (input dimension n too), one random unit input each.
     The weights are drawn layer by layer (batched over networks, in chunks of `chunk`); the norm
@@ -271,7 +320,8 @@ def forward_log_norms(networks: int, width: int, depth: int, *, init: str = "gau
 
     residual=None: the plain network of the module docstring. residual=alpha: the residual stream
     h^l = h^{l-1} + alpha W^l relu(h^{l-1}), W^l ~ N(0, 2/n), R = |h^l|^2 / |h^0|^2 (no
-    nonlinearity on the stream)."""
+    nonlinearity on the stream). tied=True: one matrix W per network, drawn once and used in
+    every layer (the layer factors are then no longer independent)."""
     out = torch.empty(networks, depth, dtype=torch.float64)
     for start in range(0, networks, chunk):
         S = min(chunk, networks - start)
@@ -279,13 +329,8 @@ def forward_log_norms(networks: int, width: int, depth: int, *, init: str = "gau
         x = x / x.norm(dim=1, keepdim=True)
         logr = torch.zeros(S, dtype=torch.float64, device=device)
         for layer in range(depth):
-            if init == "gaussian":
-                W = torch.randn(S, width, width, generator=generator, dtype=dtype,
-                                device=device) * math.sqrt(2.0 / width)
-            elif init == "orthogonal":
-                W = math.sqrt(2.0) * _orthogonal(S, width, generator, dtype, device)
-            else:
-                raise ValueError(f"init must be one of {INITS}, got {init!r}")
+            if layer == 0 or not tied:
+                W = _draw(init, S, width, generator, dtype, device)
             if residual is None:
                 x = torch.relu(torch.bmm(W, x))
             else:

@@ -98,6 +98,23 @@ def test_ntk_diagonal_mean_and_ratio():
     th = fw.ntk_diagonal(6000, 12, 3, generator=g, dtype=torch.float64)
     # each of the L + 1 weight matrices contributes 2 on average (module docstring)
     assert abs(th.mean().item() - 8.0) < 5 * th.std().item() / math.sqrt(th.numel())
-    assert 0 < fw.ntk_ratio_neglected(12, 3) < 0.05 * fw.ntk_ratio(12, 3)
+    n, same, cross = fw.derive_ntk_pair_factors()
+    assert sp.simplify(same - (1 + 5 / n)) == 0 and sp.simplify(cross - (1 + 1 / n)) == 0
+    # one hidden layer: Var(T1 + T2) from E[F^2] = 1 + 5/n and E[F B] = 1 + 1/n
+    assert math.isclose(fw.ntk_ratio(12, 1), (2 * (1 + 5 / 12) + 2 * (1 + 1 / 12)) / 4 - 1)
     # one layer, no neighbours: the ratio is exactly the pair formula's
     assert math.isclose(fw.ntk_ratio(10, 0), 0.0)
+
+
+def test_residual_limit_variance():
+    # Monte Carlo of Phi (the docstring's Brownian functional), 4000 steps, 100k paths: 6.50 +- 0.02
+    assert abs(fw.residual_limit_variance() - 6.457) < 0.005
+    assert abs(fw.residual_limit_variance(80) - fw.residual_limit_variance(160)) < 1e-3
+
+
+def test_tied_weights_reuse_the_matrix():
+    g = torch.Generator().manual_seed(3)
+    x = fw.forward_log_norms(2000, 8, 6, tied=True, generator=g)
+    x = x[torch.isfinite(x[:, -1]), -1]
+    k2 = fw.log_cumulants([8] * 6, 2)[1]
+    assert x.var().item() > 1.5 * k2   # the same W every layer: the factors are correlated
