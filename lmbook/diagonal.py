@@ -162,19 +162,19 @@ def train(X, y, alpha, lr, steps: int, batch_size: int | None = None,
     """(Stochastic) gradient descent on (u, v), beta = u*u - v*v, from u = v = alpha, for a batch of
     problems and initialisation scales at once.
 
-    X (R, n, d), y (R, n) torch tensors; alpha (A,) the scales; lr a number, (A,) per-scale
-    steps or (R, A) one step per network. Every (problem, alpha) pair is one network: u, v of shape (R, A, d). With batch_size,
-    each step uses `batch_size` samples drawn uniformly with replacement (independently per
-    network) and the gradient X_B^T (X_B beta - y_B) / batch_size: SGD. Returns a dict with the
-    final "u", "v", "beta", the final training "loss" (R, A), and with record_every > 0 the
-    step indices "times" and the training "losses" (T, R, A) recorded every `record_every` steps;
-    with `threshold` also "crossing" (R, A): the first time (lr * steps, linearly interpolated
-    between steps) at which max_i |beta_i| reaches the threshold (NaN if never). Always also
-    "loss_integral" (R, A): sum over steps of lr * L(beta), the integral of the full training loss
-    over time t (Pesme et al.'s int L dt), and "grad_sq_sum" (R, A, d): sum over steps of
-    lr^2 E[g_i^2], the expectation of the squared step gradient over the sampled batch given the
-    current beta (full batch: g_i^2 itself). The sampled indices are drawn on the CPU from
-    `generator` in chunks of 256 steps."""
+    X (R, n, d), y (R, n) torch tensors; alpha (A,) the scales; lr a number, (A,) per-scale steps or
+    (R, A) one step per network. Every (problem, alpha) pair is one network: u, v of shape (R, A,
+    d). With batch_size, each step uses `batch_size` samples drawn uniformly with replacement
+    (independently per network) and the gradient X_B^T (X_B beta - y_B) / batch_size: SGD. Returns a
+    dict with the final "u", "v", "beta", the final training "loss" (R, A), and with record_every >
+    0 the step indices "times" and the training "losses" (T, R, A) recorded every `record_every`
+    steps; with `threshold` also "crossing" (R, A): the first time (lr * steps, linearly
+    interpolated between steps) at which max_i |beta_i| reaches the threshold (NaN if never). Always
+    also "loss_integral" (R, A): sum over steps of lr * L(beta), the integral of the full training
+    loss over time t (Pesme et al.'s int L dt), and "grad_sq_sum" (R, A, d): sum over steps of lr^2
+    E[g_i^2], the expectation of the squared step gradient over the sampled batch given the current
+    beta (full batch: g_i^2 itself). The sampled indices are drawn on the CPU from `generator` in
+    chunks of 256 steps."""
     R, n, d = X.shape
     alpha = torch.as_tensor(alpha, dtype=X.dtype, device=X.device)
     A = alpha.numel()
