@@ -56,16 +56,18 @@ def propagate(phi, sigma1, sw2, sb2, n, layers, networks, generator=None, dtype=
     qs, omc = [], []
     for layer in range(layers):
         qs.append(H.transpose(1, 2) @ H / n)
-        unit = H / H.norm(dim=1, keepdim=True)
-        diff = unit[:, :, :, None] - unit[:, :, None, :]
-        omc.append(0.5 * diff.square().sum(1))
+        unit = (H / H.norm(dim=1, keepdim=True)).transpose(1, 2).contiguous()
+        # pairwise |u_p - u_r| summed over the units directly (no n x P x P temporary, no Gram
+        # matrix: the Gram form 1 - u_p.u_r would cancel near c = 1)
+        dist = torch.cdist(unit, unit, compute_mode="donot_use_mm_for_euclid_dist")
+        omc.append(0.5 * dist.square())
         if layer == layers - 1:
             break
         A = phi(H)
-        U = _draw(sw2 * A.transpose(1, 2) @ A / n, networks, n, generator, dtype, device)
-        b = math.sqrt(sb2) * torch.randn(networks, n, 1, generator=generator, dtype=dtype,
-                                         device=device)
-        H = U + b
+        H = _draw(sw2 * A.transpose(1, 2) @ A / n, networks, n, generator, dtype, device)
+        if sb2:                                            # no draw at all for bias-free networks
+            H = H + math.sqrt(sb2) * torch.randn(networks, n, 1, generator=generator, dtype=dtype,
+                                                 device=device)
     return torch.stack(qs), torch.stack(omc)
 
 

@@ -61,3 +61,21 @@ def test_collinear_inputs_fall_back_to_eigendecomposition():
     gen = torch.Generator().manual_seed(2)
     q, omc = propagate(torch.relu, [[1.0, 0.0], [0.0, 1.0]], 2.0, 0.0, 16, 150, 8, gen)
     assert torch.isfinite(q).all() and torch.isfinite(omc).all() and (omc >= 0).all()
+
+
+def test_one_minus_c_is_exact_near_collinear():
+    """1 - c from the pairwise distances keeps its relative precision where c -> 1 (no Gram-matrix
+    cancellation), for several inputs at once."""
+    gen = torch.Generator().manual_seed(3)
+    eps = 1e-13
+    sigma1 = torch.full((4, 4), 1 - eps, dtype=F64) + eps * torch.eye(4, dtype=F64)
+    _, omc = propagate(torch.relu, sigma1, 2.0, 0.0, 64, 3, 5, gen)
+    assert omc.shape == (3, 5, 4, 4)
+    assert torch.equal(omc, omc.transpose(-1, -2)) and (omc.diagonal(dim1=-2, dim2=-1) == 0).all()
+    off = omc[0][:, ~torch.eye(4, dtype=torch.bool)]
+    assert (off > 0).all() and (off < 1e-11).all()              # of order eps, not rounding noise
+    q, omc = propagate(phi, [[1.0, 0.2, 0.0], [0.2, 1.0, 0.1], [0.0, 0.1, 1.0]], 2.5, 0.3, 32, 3,
+                       4, gen)
+    c = q / torch.sqrt(q.diagonal(dim1=-2, dim2=-1)[..., :, None]
+                       * q.diagonal(dim1=-2, dim2=-1)[..., None, :])
+    assert torch.allclose(1 - c, omc, atol=1e-12)
