@@ -32,14 +32,22 @@ Conventions
   exponents appear).
 - Adam with eps >> |gradient| is SGD with learning rate eta/eps: `exponents(p, "sgd")` for the
   Adam parameterisation p gives that limit.
+- aligned=False: the count without alignment (Everett et al. 2024's "no alignment" setting, their
+  alignment exponents at 1/2): every product over a fan-in of n in an update, a hidden or output
+  layer's own update Delta W^l x^(l-1) and the output layer's W^(L+1) Delta x^L, is counted as a
+  random sum, +1/2 (instead of +1 and +1 - theta_(L+1) -> +1/2 - theta_(L+1)). The forward and
+  backward passes at initialisation and the input layer (fan-in d) are unchanged. It is the count a
+  reader gets who treats every sum over the width as random: the strongest alternative prediction
+  for the same network.
 - Exponents may be SymPy numbers or symbols; results are SymPy expressions (Max of the terms).
 
 Public API (Part IV's learning-rate chapter reuses it)
     Parameterisation(name, a, b, c)          a, b, c: (input, hidden, output) exponents
     preset(name, optimiser)                  "sp", "ntk", "mup" for "sgd" or "adam"
-    terms(p, optimiser, depth=3)             {quantity: {term: exponent}} (quantities below)
-    exponents(p, optimiser, depth=3)         {quantity: exponent}, the Max of the terms
-    max_stable_lr_exponent(p, optimiser)     gamma: the largest lr ~ n^-gamma keeping all <= 0
+    terms(p, optimiser, depth=3, aligned=True)      {quantity: {term: exponent}} (below)
+    exponents(p, optimiser, depth=3, aligned=True)  {quantity: exponent}, the Max of the terms
+    max_stable_lr_exponent(p, optimiser, depth=3, aligned=True)
+                                             gamma: the largest lr ~ n^-gamma keeping all <= 0
     at_lr_exponent(p, optimiser, gamma)      p with every c raised by gamma
     regime(p, optimiser)                     "unstable", "feature learning", "kernel", "trivial"
     correction_exponent(p, optimiser, q)     omega of the first correction 1 + C n^omega
@@ -129,9 +137,9 @@ def _kind(layer: int, depth: int) -> int:
     return 0 if layer == 1 else (2 if layer == depth + 1 else 1)
 
 
-def terms(p: Parameterisation, optimiser: str, depth: int = 3) -> dict:
+def terms(p: Parameterisation, optimiser: str, depth: int = 3, aligned: bool = True) -> dict:
     """{quantity: {term name: exponent}} by the rules of the module docstring, for an MLP with
-    `depth` hidden layers (depth >= 1)."""
+    `depth` hidden layers (depth >= 1); aligned=False: the count without alignment (docstring)."""
     _check(optimiser)
     if depth < 1:
         raise ValueError("depth (the number of hidden layers) must be at least 1")
@@ -140,7 +148,8 @@ def terms(p: Parameterisation, optimiser: str, depth: int = 3) -> dict:
     b = {lyr: p.b[_kind(lyr, L)] for lyr in range(1, L + 2)}
     c = {lyr: p.c[_kind(lyr, L)] for lyr in range(1, L + 2)}
     theta = {lyr: a[lyr] + b[lyr] for lyr in a}
-    fan_in = {lyr: (0 if lyr == 1 else 1) for lyr in a}
+    corr = 1 if aligned else HALF  # a sum over a fan-in of n inside an update
+    fan_in = {lyr: (0 if lyr == 1 else corr) for lyr in a}
     # forward at initialisation (e_x[0] = 0: the inputs)
     ex = {0: sp.Integer(0)}
     for lyr in range(1, L + 1):
@@ -166,16 +175,19 @@ def terms(p: Parameterisation, optimiser: str, depth: int = 3) -> dict:
             own = -a[lyr] - c[lyr] + ex[lyr - 1] + fan_in[lyr]
         t = {f"own update of layer {lyr}": own}
         if lyr > 1:
-            gain = 1 - theta[lyr] if lyr == L + 1 else HALF - theta[lyr]
+            gain = corr - theta[lyr] if lyr == L + 1 else HALF - theta[lyr]
             t[f"layer {lyr - 1}'s update passed on"] = gain + moved[lyr - 1]
         out[q] = t
         moved[lyr] = sp.Max(*t.values())
     return out
 
 
-def exponents(p: Parameterisation, optimiser: str, depth: int = 3) -> dict:
+def exponents(p: Parameterisation, optimiser: str, depth: int = 3, aligned: bool = True) -> dict:
     """{quantity: exponent}: the largest term of each quantity of `terms`."""
-    return {q: sp.simplify(sp.Max(*t.values())) for q, t in terms(p, optimiser, depth).items()}
+    return {
+        q: sp.simplify(sp.Max(*t.values()))
+        for q, t in terms(p, optimiser, depth, aligned).items()
+    }
 
 
 def _updates(e: dict, depth: int) -> list:
@@ -195,11 +207,13 @@ def correction_exponent(p: Parameterisation, optimiser: str, quantity: str, dept
     return sp.Integer(-1)
 
 
-def max_stable_lr_exponent(p: Parameterisation, optimiser: str, depth: int = 3):
+def max_stable_lr_exponent(
+    p: Parameterisation, optimiser: str, depth: int = 3, aligned: bool = True
+):
     """gamma such that the learning rate eta n^(-gamma) (on top of p's c) is the largest that keeps
     every update exponent <= 0: every update is first order in the learning rate, so gamma is the
     largest update exponent at gamma = 0."""
-    return sp.simplify(sp.Max(*_updates(exponents(p, optimiser, depth), depth)))
+    return sp.simplify(sp.Max(*_updates(exponents(p, optimiser, depth, aligned), depth)))
 
 
 def at_lr_exponent(p: Parameterisation, optimiser: str, gamma) -> Parameterisation:

@@ -90,3 +90,22 @@ def test_bad_input():
         pc.exponents(pc.preset("sp"), "rmsprop")
     with pytest.raises(ValueError):
         pc.Parameterisation("x", (0, 0), (0, 0, 0), (0, 0, 0))
+
+
+def test_count_without_alignment():
+    """Everett et al.'s no-alignment setting: every sum over the width in an update is random."""
+    def free(name, opt):
+        e = pc.exponents(pc.preset(name, opt), opt, aligned=False)
+        return [e[q] for q in Q]
+
+    assert free("sp", "sgd") == [-H, 0, 0, H]
+    assert free("sp", "adam") == [0, H, H, H]
+    assert free("mup", "sgd") == [0, 0, 0, -H]
+    assert free("mup", "adam") == [0, 0, 0, -H]
+    assert free("ntk", "sgd") == [-H, -H, -H, -H]
+    assert pc.max_stable_lr_exponent(pc.preset("sp", "adam"), "adam", aligned=False) == H
+    # init sizes and gradients do not depend on the alignment; the default is aligned
+    p = pc.preset("sp", "sgd")
+    a, f = pc.exponents(p, "sgd"), pc.exponents(p, "sgd", aligned=False)
+    assert all(a[q] == f[q] for q in a if q.startswith(("init", "grad")))
+    assert pc.exponents(p, "sgd", aligned=True) == a
