@@ -47,8 +47,15 @@ def pull_figure(records: list[dict], path, chapters=None, title: str | None = No
 
     use_style()
     part_of = {c.id: c.part for c in chapters or []}
+    book_order = [c.id for c in chapters or []]
     first = list(dict.fromkeys(r["chapter"] for r in records))
-    order = sorted(first, key=lambda cid: (part_of.get(cid, 9), first.index(cid)))
+    order = sorted(
+        first,
+        key=lambda cid: (
+            part_of.get(cid, 9),
+            book_order.index(cid) if cid in book_order else len(book_order) + first.index(cid),
+        ),
+    )
     rows = [r for cid in order for r in records if r["chapter"] == cid]
     n = max(1, len(rows))
     fig, (ax, ax_b) = plt.subplots(
