@@ -124,6 +124,13 @@ def _pages(html):
     )
 
 
+def _screenshot(page, folder, rel):
+    """The full page, as folder/<path with / as __>.png."""
+    page.screenshot(
+        path=str(folder / (rel.replace("/", "__").removesuffix(".html") + ".png")), full_page=True
+    )
+
+
 def test_every_page_renders(site):
     executable = _chromium()
     playwright = pytest.importorskip("playwright.sync_api")
@@ -201,10 +208,7 @@ def test_every_page_renders(site):
                     f"{rel}: requests that leave the machine "
                     f"(the site must render offline): {external}"
                 )
-            page.screenshot(
-                path=str(shots / (rel.replace("/", "__").removesuffix(".html") + ".png")),
-                full_page=True,
-            )
+            _screenshot(page, shots, rel)
         browser.close()
     assert not problems, "\n".join(problems)
     assert len(list(shots.glob("*.png"))) == len(_pages(html))
@@ -239,9 +243,6 @@ def test_phone_width(site):
                 problems.append(
                     f"{rel}: the page scrolls sideways ({found['page']} px of {found['viewport']})"
                 )
-            page.screenshot(
-                path=str(shots / (rel.replace("/", "__").removesuffix(".html") + ".png")),
-                full_page=True,
-            )
+            _screenshot(page, shots, rel)
         browser.close()
     assert not problems, "\n".join(problems)
