@@ -17,6 +17,7 @@ from .profiles import (
     sizes,
     start,
 )
+from .representations import cka
 from .stats import Estimate
 
 __version__ = "0.1.0"
@@ -39,4 +40,5 @@ __all__ = [
     "start",
     "relu_nngp_ntk",
     "eigenlearning",
+    "cka",
 ]
