@@ -113,3 +113,55 @@ def test_below_threshold_top_singular_value_stays_at_the_bulk_edge():
     assert float(rmt.bgn_location(0.5, c)) == 1 + math.sqrt(c)
     assert abs(lam - (centre + mu_tw * s)) < 0.05          # ~ 0.6 TW scales at this size
     assert lam < float(np.sqrt((1 + 0.25) * (c + 0.25)) / 0.5) ** 2 - 0.5  # no continued BGN
+
+
+def test_edge_cdf_of_the_semicircle_and_mp_from_a_callable():
+    # semicircle on [-2, 2]: F(x) = 1/2 + (x sqrt(4 - x^2) / 4 + asin(x / 2)) / pi
+    x = np.linspace(-1.9, 1.9, 9)
+    exact = 0.5 + (x * np.sqrt(4 - x**2) / 4 + np.arcsin(x / 2)) / math.pi
+    got = rmt.edge_cdf(lambda t: np.sqrt(4 - t**2) / (2 * math.pi), -2.0, 2.0, x)
+    assert np.allclose(got, exact, atol=1e-12)
+    lo, hi = rmt.mp_edges(0.5)
+    F = rmt.edge_cdf(lambda t: rmt.mp_density(t, 0.5), lo, hi, np.array([lo - 1, lo, hi, hi + 1]))
+    assert F[0] == 0 and F[1] == 0 and abs(F[2] - 1) < 1e-12 and abs(F[3] - 1) < 1e-12
+
+
+def test_ks_distance_of_classical_locations_is_the_floor():
+    # samples at the classical locations F(x_k) = (k - 1/2)/m sit at the floor 1/(2m) exactly
+    gamma, m = 0.5, 64
+    lo, hi = rmt.mp_edges(gamma)
+    grid = np.linspace(lo, hi, 20001)
+    classical = np.interp((np.arange(1, m + 1) - 0.5) / m, rmt.mp_cdf(grid, gamma), grid)
+    assert abs(rmt.ks_to_mp(classical[None], gamma)[0] - 1 / (2 * m)) < 1e-6
+    # moving one sample by a count of d raises m KS to 1/2 + d
+    rng = np.random.default_rng(1)
+    e = rng.uniform(0, 1, size=(4, m))
+    ks = rmt.ks_distance(e, lambda x: np.clip(x, 0, 1))
+    k = np.arange(1, m + 1)
+    disp = np.abs(m * np.sort(e, -1) - (k - 0.5)).max(-1)
+    assert np.allclose(m * ks, 0.5 + disp, atol=1e-12)
+
+
+def test_mp_quantile_inverts_the_cdf_and_samples_mp():
+    for gamma in (0.5, 0.2):
+        u = np.linspace(0, 1, 2001)
+        x = rmt.mp_quantile(u, gamma)
+        lo, hi = rmt.mp_edges(gamma)
+        assert x[0] == lo and x[-1] == hi and np.all(np.diff(x) > 0)
+        assert np.abs(rmt.mp_cdf(x, gamma) - u).max() < 1e-6
+    # inverse-CDF draws are iid from MP: their mean ln KS is the exact iid value
+    rng = np.random.default_rng(2)
+    m, reps = 40, 2000
+    ks = rmt.ks_to_mp(rmt.mp_quantile(rng.uniform(size=(reps, m)), 0.5), 0.5)
+    lk = np.log(ks)
+    assert abs(lk.mean() - rmt.iid_ks_mean_log(m)) < 4 * lk.std() / reps**0.5
+
+
+def test_iid_ks_mean_log_matches_kstwo_and_kolmogorov():
+    from scipy.stats import kstwo
+
+    for m in (10, 50):
+        assert abs(rmt.iid_ks_mean_log(m) - kstwo.expect(np.log, args=(m,))) < 1e-6
+    # sqrt(m) D_m -> Kolmogorov's K, E K = sqrt(pi/2) ln 2: E ln K lies below ln E K (Jensen)
+    big = rmt.iid_ks_mean_log(4000) + 0.5 * math.log(4000)
+    assert -0.25 < big < math.log(math.sqrt(math.pi / 2) * math.log(2))
