@@ -268,7 +268,7 @@ class MomentRecursion:
 
 
 @contextlib.contextmanager
-def _one_thread_on_cpu(device):
+def one_thread_on_cpu(device):
     """Run tiny per-step tensor ops on one CPU thread: splitting a (configs x chains x B x d) tensor
     of a few 10^5 elements across threads costs more in synchronisation than it saves, and on a
     loaded machine several times more. No effect on other devices; the thread count is restored
@@ -282,6 +282,9 @@ def _one_thread_on_cpu(device):
         yield
     finally:
         torch.set_num_threads(before)
+
+
+_one_thread_on_cpu = one_thread_on_cpu      # the former private name, kept for compatibility
 
 
 def excess_risk(w: torch.Tensor, w_star: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
@@ -343,7 +346,7 @@ def stationary_runs(
     update)."""
     configs = [(float(eta), int(B)) for eta, B in configs]
     out = torch.empty(len(configs), chains, dtype=F64, device=lam.device)
-    with _one_thread_on_cpu(lam.device):
+    with one_thread_on_cpu(lam.device):
         for B in sorted({B for _, B in configs}):
             _run_batch_size(configs, B, lam, sigma, w_star, chains, burn, steps, generator, out)
     return StationaryRuns(configs, out, burn, steps)
@@ -391,7 +394,7 @@ def lyapunov_exponents(
     w = torch.randn(1, chains, lam.numel(), generator=generator, dtype=F64, device=lam.device)
     w = (w / excess_risk(w, w_star, lam).mul(2).sqrt().unsqueeze(-1)).expand(eta.shape[0], -1, -1)
     acc = torch.zeros(eta.shape[0], chains, dtype=F64, device=lam.device)
-    with _one_thread_on_cpu(lam.device):
+    with one_thread_on_cpu(lam.device):
         for t in range(burn + steps):
             x, y = draw_batch((1, chains), B, lam, w_star, 0.0, generator)
             w = sgd_update(w, x, y, eta)
