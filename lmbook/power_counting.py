@@ -71,6 +71,7 @@ __all__ = [
     "OPTIMISERS",
     "Parameterisation",
     "at_lr_exponent",
+    "bend_factor",
     "correction_exponent",
     "derive_mup",
     "exponents",
@@ -274,3 +275,21 @@ def derive_mup(optimiser: str, depth: int = 3) -> dict:
     c = tuple(sol[0][v] for v in cs)
     assert HALF - b[2] < 0, "the output at init must be o(1) for chi = Theta(1)"
     return {"b": b, "c": c, "init_variance": tuple(-2 * v for v in b), "lr": tuple(-v for v in c)}
+
+
+def bend_factor(widths, lower, upper, omega) -> sp.Expr:
+    """kappa(omega), exact: a relative correction 1 + C n^omega to a power law bends the
+    least-squares log-log slope over `widths` by C s(widths), s(W) the slope of n^omega against
+    log n over W; the difference of the slopes over the `lower` and `upper` widths is
+    C (s(lower) - s(upper)), so the bend is kappa times that difference, kappa =
+    s(widths) / (s(lower) - s(upper)). Subtracting kappa times the measured half-slope difference
+    removes the first correction from a slope without using the exponent under test."""
+
+    def ls(ns):
+        logs = [sp.log(sp.Integer(int(v))) for v in ns]
+        vals = [sp.Integer(int(v)) ** sp.sympify(omega) for v in ns]
+        ml, mv = sum(logs) / len(ns), sum(vals) / len(ns)
+        return (sum((lg - ml) * (v - mv) for lg, v in zip(logs, vals))
+                / sum((lg - ml) ** 2 for lg in logs))
+
+    return sp.nsimplify(ls(widths) / (ls(lower) - ls(upper)))
