@@ -20,11 +20,11 @@ Conventions
 - A diverged network (non-finite loss, or loss above `cap` times the largest initial loss of its
   replicate) gets the loss cap: log losses stay finite, and a learning rate where some replicates
   diverge has a large mean log loss.
-- eta*: the vertex of a least-squares parabola in log(lr) through the mean over replicates of the
-  log loss, at the `points` grid points centred on a given grid index or on the row's minimum
-  (NaN if that window leaves the grid or the parabola opens downwards). `common_centre` gives one
-  centre for a whole family of curves (all widths): the minimum of their average, so that every
-  width is fitted in the same window and a resampling keeps the full sample's window.
+- `vertex`: the vertex of a least-squares parabola in log(lr) through a curve (the mean over
+  replicates of the log loss), at the `points` grid points centred on a given grid index or on
+  the curve's minimum (NaN if that window leaves the grid or the parabola opens downwards).
+  `common_centre` gives one centre for a whole family of curves (all widths): the minimum of
+  their average.
 - How eta* moves across a family (widths): `align`, each width's curve (PCHIP interpolant) slid
   against the family's shared shape (the PCHIP interpolant of the mean curve, rebuilt from the
   realigned curves) over a window fixed on the shape: a pure shift of a curve moves its shift
@@ -47,9 +47,9 @@ from scipy.interpolate import PchipInterpolator
 from . import coord_check, mlp
 from .power_counting import bend_factor
 
-__all__ = ["align", "bend_factor", "common_centre", "divergence_threshold", "drift_gains",
-           "extrapolated_slope", "location", "log_eta_star", "optima", "scale_exponents",
-           "shared_shape", "shifted", "slope", "resolution", "sweep", "vertex"]
+__all__ = ["align", "common_centre", "divergence_threshold", "drift_gains", "extrapolated_slope",
+           "location", "scale_exponents", "shared_shape", "shifted", "slope", "resolution",
+           "sweep", "vertex"]
 
 
 def scale_exponents(param: str, optimiser: str, d: int, k: int, widths=(64, 128)) -> dict:
@@ -204,25 +204,6 @@ def common_centre(mean_log_loss, points: int = 5, clip: bool = False) -> int:
         raise ValueError(f"a window of {points} points around the common minimum (index {j}) "
                          f"leaves the grid of {len(avg)} points")
     return j
-
-
-def optima(log_lr, mean_log_loss, points: int = 5, centres=None) -> np.ndarray:
-    """log eta* per row of mean_log_loss (..., len(lrs)) (the mean over replicates of log loss):
-    the vertex of each row, its window centred on `centres` (the leading shape, or one index for
-    every row, e.g. `common_centre`'s) or on the row's own argmin."""
-    f = np.asarray(mean_log_loss, dtype=float)
-    flat = f.reshape(-1, f.shape[-1])
-    c = ([None] * len(flat) if centres is None
-         else np.broadcast_to(np.asarray(centres), f.shape[:-1]).reshape(-1))
-    return np.array([vertex(log_lr, row, points, k) for row, k in zip(flat, c)]).reshape(
-        f.shape[:-1])
-
-
-def log_eta_star(log_lr, loss, points: int = 5, centres=None) -> np.ndarray:
-    """log eta* per leading index: loss (..., len(lrs), R), the vertex of the mean over the R
-    replicates of log loss (module docstring). Returns an array of loss.shape[:-2]."""
-    f = torch.as_tensor(loss).log().mean(-1).cpu().numpy()
-    return optima(log_lr, f, points, centres)
 
 
 def slope(widths, values) -> np.ndarray:

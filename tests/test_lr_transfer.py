@@ -17,13 +17,11 @@ def test_vertex_of_a_parabola_is_exact():
     assert math.isnan(lt.vertex(grid, (grid - 2.9) ** 2, 5))  # the window leaves the grid
 
 
-def test_log_eta_star_and_slope():
+def test_vertices_and_slope():
     grid = np.log(2.0) * np.arange(-6, 2.01, 0.5)
     widths = [32, 64, 128]
     centres = [-1.0 * math.log(n) + 2.0 for n in widths]
-    loss = torch.stack([torch.exp((torch.tensor(grid) - c) ** 2)[:, None].expand(-1, 3)
-                        for c in centres])
-    est = lt.log_eta_star(grid, loss, 5)
+    est = [lt.vertex(grid, (grid - c) ** 2, 5) for c in centres]
     assert np.allclose(est, centres, atol=1e-9)
     assert abs(lt.slope(widths, est) + 1.0) < 1e-9
 
@@ -36,7 +34,7 @@ def test_fixed_window_vertex_is_finite_when_the_minimum_moves_to_the_edge():
     assert abs(lt.vertex(grid, f, 5, centre=7) - 0.37) < 1e-10   # the fixed window does not
     assert math.isnan(lt.vertex(grid, -(grid**2), 5, centre=6))   # opens downwards: NaN
     rows = np.stack([(grid - c) ** 2 for c in (0.1, -0.2)])
-    assert np.allclose(lt.optima(grid, rows, 5, [6, 6]), [0.1, -0.2])
+    assert np.allclose([lt.vertex(grid, row, 5, 6) for row in rows], [0.1, -0.2])
 
 
 def test_extrapolated_slope_removes_a_first_correction():
@@ -147,7 +145,7 @@ def test_common_centre_is_the_minimum_of_the_average_and_checks_the_grid():
     else:
         raise AssertionError("a window leaving the grid must raise")
     # a fixed common window: every row's vertex is exact for parabolas, whatever its own minimum
-    assert np.allclose(lt.optima(grid, rows, 5, 6), [-0.4, 0.1, 0.9])
+    assert np.allclose([lt.vertex(grid, row, 5, 6) for row in rows], [-0.4, 0.1, 0.9])
 
 
 def _cliff(u, u0):
@@ -169,7 +167,7 @@ def test_align_follows_an_asymmetric_curve_one_for_one():
         optima = lt.location(u, shape, 5) + shifts
         assert np.all(np.isfinite(optima))
     # the fixed-window parabola's vertex does not follow the same moves one-for-one
-    vert = lt.optima(u, f, 5, 4)
+    vert = np.array([lt.vertex(u, row, 5, 4) for row in f])
     assert np.abs((vert - vert.mean()) - (moves - moves.mean())).max() > 0.05 * octave
 
 
